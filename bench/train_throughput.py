@@ -1,18 +1,26 @@
 """Training throughput: the suite's step vs a plain jax.jit step vs PyTorch eager.
 
-For model sizes ~100K, 1M and 10M parameters (SwiGLU, RoPE, tied embeddings, AdamW, f32,
-batch 16 x 256, byte vocabulary) this measures, side by side in one process:
+For model sizes ~100K, 1M and 10M parameters on CPU (byte vocabulary, batch 16 x 256, f32)
+and 124M and 350M on accelerators (GPT-2 small/medium: vocabulary 50,304, batch 32 x 1024,
+bf16 compute), all SwiGLU, RoPE, tied embeddings, AdamW, this measures side by side in one
+process:
 
 - "suite k=1":  scaling.train's jitted step (the real training code path), 1 step/dispatch;
 - "suite":      the same with the automatic steps-per-dispatch the trainer picks;
-- "plain jit":  a minimal hand-written jax.jit step of the same model (layers in lax.scan);
-- "torch eager": the same model in PyTorch eager mode, if /tmp/torchvenv/bin/python (or
+- "plain jit":  a minimal hand-written jax.jit step of the same model (layers in lax.scan,
+  float32, jax.nn.dot_product_attention);
+- "torch eager": the same model in PyTorch eager mode on CPU, if /tmp/torchvenv/bin/python (or
   $TORCH_PYTHON) has torch; it runs in that interpreter as a subprocess.
+
+All of them run in the process environment `scaling train` sets up on CPU (scaling.host_env:
+glibc's huge-page malloc tunable; torch's subprocess inherits it), so the plain reference
+isolates what the suite's model and loop add or cost, not the setting.
 
 It prints tokens/s, step time, compile time, achieved FLOP/s of 6N work and its fraction of
 a measured bare f32 matmul peak (and MFU against the datasheet peak on known accelerators),
 and appends a dated section to BENCHMARKS.md. Usage:
-    .venv/bin/python bench/train_throughput.py [--sizes 100K,1M,10M] [--seconds 4] [--no-write]
+    .venv/bin/python bench/train_throughput.py [--sizes 100K,1M,10M] [--batch 16 --seq 256]
+        [--seconds 6] [--no-write]      (defaults depend on the backend, see above)
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ import optax
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scaling.host_env import reexec_tuned  # noqa: E402
+
+reexec_tuned()  # as `scaling train` does: glibc's huge-page malloc tunable
+
 from scaling import mesh as mesh_lib  # noqa: E402
 from scaling.config import OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
 from scaling.flops import param_counts  # noqa: E402
@@ -44,27 +56,33 @@ from scaling.shapes import ModelConfig  # noqa: E402
 from scaling.train import (  # noqa: E402
     TrainState,
     auto_steps_per_dispatch,
+    compute_dtype_for,
     device_peak_flops,
     make_step_fn,
 )
 
-BATCH, SEQ, VOCAB = 16, 256, 256
-SIZES = {  # name -> (n_layers, d_model, n_heads, head_dim, d_ff)
-    "100K": (2, 64, 4, 16, 192),
-    "1M": (4, 128, 4, 32, 448),
-    "10M": (8, 320, 5, 64, 864),
+SIZES = {  # name -> (n_layers, d_model, n_heads, head_dim, d_ff, vocab)
+    "100K": (2, 64, 4, 16, 192, 256),
+    "1M": (4, 128, 4, 32, 448, 256),
+    "10M": (8, 320, 5, 64, 864, 256),
+    "124M": (12, 768, 12, 64, 2048, 50304),
+    "350M": (24, 1024, 16, 64, 2816, 50304),
+}
+DEFAULTS = {  # backend -> (sizes, batch, seq)
+    "cpu": ("100K,1M,10M", 16, 256),
+    "accelerator": ("124M,350M", 32, 1024),
 }
 
 
-def model_config(size: str) -> ModelConfig:
-    n_layers, d, h, k, f = SIZES[size]
-    return ModelConfig(vocab_size=VOCAB, seq_len=SEQ, n_layers=n_layers, d_model=d, n_heads=h,
+def model_config(size: str, seq: int) -> ModelConfig:
+    n_layers, d, h, k, f, vocab = SIZES[size]
+    return ModelConfig(vocab_size=vocab, seq_len=seq, n_layers=n_layers, d_model=d, n_heads=h,
                        head_dim=k, d_ff=f)
 
 
-def batches(k: int, seed: int = 0) -> np.ndarray:
+def batches(cfg: ModelConfig, k: int, batch: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, VOCAB, size=(k, 1, BATCH, SEQ + 1), dtype=np.int32)
+    return rng.integers(0, cfg.vocab_size, size=(k, 1, batch, cfg.seq_len + 1), dtype=np.int32)
 
 
 class Timed:
@@ -91,22 +109,22 @@ class Timed:
 # ----------------------------------------------------------------------------- suite step
 
 
-def bench_suite(cfg: ModelConfig, k: int, unroll: bool = False) -> Timed:
+def bench_suite(cfg: ModelConfig, k: int, batch: int) -> Timed:
+    """The trainer's own step with its defaults for this backend (dtype, unrolling)."""
     run = RunConfig(model=cfg, optim=OptimConfig(lr=1e-3), schedule=ScheduleConfig(kind="constant"),
-                    batch_size=BATCH, n_steps=10**6)
-    ts = TrainState(run, mesh_lib.make_mesh(), compute_dtype=jnp.float32,
-                    model_kwargs={"scan_unroll": cfg.n_layers} if unroll else None)
+                    batch_size=batch, n_steps=10**6)
+    ts = TrainState(run, mesh_lib.make_mesh())
     step_fn = make_step_fn(ts)
     state = ts.init()
     holder = {"p": state["params"], "o": state["opt_state"]}
-    data = jax.device_put(batches(k))
+    data = jax.device_put(batches(cfg, k, batch))
     step0 = jnp.asarray(0, jnp.int32)
 
     def call():
         holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, data)
         return ce
 
-    return Timed(call, k * BATCH * SEQ, k)
+    return Timed(call, k * batch * cfg.seq_len, k)
 
 
 # ----------------------------------------------------------------------------- plain reference
@@ -162,7 +180,7 @@ def plain_loss(params: dict, batch_BxL1, cfg: ModelConfig):
     return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y_BxL[..., None], -1)[..., 0])
 
 
-def bench_plain(cfg: ModelConfig) -> Timed:
+def bench_plain(cfg: ModelConfig, batch: int) -> Timed:
     params = plain_init(cfg, jax.random.key(0))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.1))
     opt = tx.init(params)
@@ -174,13 +192,13 @@ def bench_plain(cfg: ModelConfig) -> Timed:
 
     step = jax.jit(step, donate_argnums=(0, 1))
     holder = {"p": params, "o": opt}
-    data = jax.device_put(batches(1)[0, 0])
+    data = jax.device_put(batches(cfg, 1, batch)[0, 0])
 
     def call():
         holder["p"], holder["o"], loss = step(holder["p"], holder["o"], data)
         return loss
 
-    return Timed(call, BATCH * SEQ, 1)
+    return Timed(call, batch * cfg.seq_len, 1)
 
 
 # ----------------------------------------------------------------------------- torch eager
@@ -263,15 +281,15 @@ def torch_python() -> str | None:
 class TorchTimed:
     """PyTorch eager in its own interpreter; each measuring round is one subprocess."""
 
-    def __init__(self, python: str, cfg: ModelConfig) -> None:
-        self.python, self.cfg, self.k = python, cfg, 1
+    def __init__(self, python: str, cfg: ModelConfig, batch: int) -> None:
+        self.python, self.cfg, self.batch, self.k = python, cfg, batch, 1
         self.info = self._run(0.5)
         self.compile_s = self.info["compile_s"]  # first eager step (allocations, no compile)
 
     def _run(self, seconds: float) -> dict:
         cfg = self.cfg
-        args = json.dumps([cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, VOCAB,
-                           BATCH, SEQ, seconds])
+        args = json.dumps([cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff,
+                           cfg.vocab_size, self.batch, cfg.seq_len, seconds])
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
             f.write(TORCH_SCRIPT)
         try:
@@ -323,29 +341,35 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100K,1M,10M")
+    parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step")
+    parser.add_argument("--seq", type=int, default=None, help="tokens per sequence")
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per variant")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    backend = jax.default_backend()
+    sizes, batch, seq = DEFAULTS["cpu" if backend == "cpu" else "accelerator"]
+    sizes, batch, seq = args.sizes or sizes, args.batch or batch, args.seq or seq
 
+    load_before = os.getloadavg()[0]
     peak_mm = matmul_peak()
     peak_dev = device_peak_flops()
-    tpy = None if args.no_torch else torch_python()
+    tpy = None if args.no_torch or backend != "cpu" else torch_python()
     print(f"machine: {machine()}\nbare f32 matmul (1024^3): {peak_mm / 1e9:.1f} GFLOP/s", flush=True)
     rows = []
-    for size in args.sizes.split(","):
-        cfg = model_config(size)
+    for size in sizes.split(","):
+        cfg = model_config(size, seq)
         n_params = param_counts(cfg)["total"]
         flops_per_token = 6 * n_params
-        k_auto = auto_steps_per_dispatch(flops_per_token * BATCH * SEQ, jax.default_backend())
-        variants = [("suite k=1", partial(bench_suite, cfg, 1))]
+        k_auto = auto_steps_per_dispatch(flops_per_token * batch * seq, backend)
+        variants = [("suite k=1", partial(bench_suite, cfg, 1, batch))]
         if k_auto > 1:
-            variants.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto)))
-        variants.append(("plain jit", partial(bench_plain, cfg)))
+            variants.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto, batch)))
+        variants.append(("plain jit", partial(bench_plain, cfg, batch)))
         if tpy:
-            variants.append(("torch eager", partial(TorchTimed, tpy, cfg)))
+            variants.append(("torch eager", partial(TorchTimed, tpy, cfg, batch)))
         timers = {name: make() for name, make in variants}
         # Rounds interleave the variants, so load from other jobs hits them alike; the
         # median round is reported.
@@ -356,7 +380,7 @@ def main() -> None:
         results = {}
         for name, timer in timers.items():
             tps = float(np.median(rates[name]))
-            r = {"tokens_per_s": tps, "step_s": BATCH * SEQ / tps, "compile_s": timer.compile_s,
+            r = {"tokens_per_s": tps, "step_s": batch * seq / tps, "compile_s": timer.compile_s,
                  "k": timer.k, "achieved_flops": tps * flops_per_token,
                  "spread": (max(rates[name]) - min(rates[name])) / tps}
             if isinstance(timer, TorchTimed):
@@ -401,15 +425,19 @@ def main() -> None:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = [
         f"\n## Training throughput ({when})\n",
-        f"`bench/train_throughput.py`: batch {BATCH} x {SEQ}, byte vocab, SwiGLU, RoPE, tied "
-        "embeddings, AdamW with clipping, f32. Machine: " + machine() + ". Versions: jax "
+        f"`bench/train_throughput.py`: batch {batch} x {seq}, SwiGLU, RoPE, tied embeddings, "
+        f"AdamW with clipping; the suite computes in {compute_dtype_for(backend).__name__}, the "
+        "plain reference in float32; vocabularies as in SIZES. Machine: " + machine() + ". "
+        "Versions: jax "
         f"{jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, torch "
         f"{torch_version or 'not installed'}, Python {platform.python_version()}. Bare f32 matmul "
         f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train's step "
         "with N optimizer steps per dispatch; 'plain jit' a minimal hand-written jax.jit step "
-        "of the same model; tokens/s are steady state (compile excluded). The machine was "
-        "shared with other jobs while this ran, so absolute numbers are noisy; the ratios "
-        "compare variants measured back to back in the same run.\n",
+        "of the same model; tokens/s are steady state (compile excluded), the median of "
+        f"{args.rounds} rounds that interleave the variants. Process environment (all "
+        f"variants, torch included): XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}. Load average before the "
+        f"run: {load_before:.2f} (the benchmark itself keeps ~2 cores busy).\n",
         table + "\n",
     ]
     path = REPO / "BENCHMARKS.md"

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command == "train":  # a process of its own: tune it
+        from scaling.host_env import reexec_tuned
+
+        reexec_tuned()
     try:
         return int(args._module.run(args) or 0)
     except UserError as e:

@@ -6,11 +6,17 @@ Architecture: token embedding -> n_layers pre-norm blocks -> final RMSNorm -> un
 attention with rotary position embeddings (RoPE, theta 10 000, rotate-half pairing
 (i, i + head_dim/2); an odd head_dim leaves its last channel unrotated) and optional
 QK-norm (an RMSNorm with a learned head_dim scale on q and on k, before RoPE); it runs
-through `jax.nn.dot_product_attention`. NB: in jax 0.10 `implementation=None` always means
-XLA (the source has a TODO to auto-select), so `attention="auto"` (the default) asks for
-cuDNN's fused flash kernel itself when the backend is GPU, the compute dtype bf16/fp16 and
-head_dim a multiple of 8 up to 128 (cuDNN's limits), and falls back to XLA when cuDNN
-refuses; "xla" and "cudnn" force one. The MLP is SwiGLU (`down(silu(gate(x)) * up(x))`)
+through one of three kernels. `attention="auto"` (the default) picks:
+- "cudnn": cuDNN's fused flash kernel via `jax.nn.dot_product_attention`, when the backend
+  is GPU, the compute dtype bf16/fp16 and head_dim a multiple of 8 up to 128 (cuDNN's
+  limits); NB: in jax 0.10 `implementation=None` always means XLA (the source has a TODO to
+  auto-select), so "auto" asks for cuDNN itself, and falls back to XLA when cuDNN refuses;
+- "chunked" on CPU: `chunked_causal_attention`, query blocks that each see only the keys
+  up to their end, so the causal upper triangle is never computed and every block's
+  scores stay in cache. XLA's kernel writes the whole B x H x L x L score tensor and reads
+  it back once per softmax pass; on a 2-core CPU that made attention 3-5x slower than
+  this (bench/attention_kernels.py);
+- "xla": `jax.nn.dot_product_attention`'s XLA kernel, elsewhere. The MLP is SwiGLU (`down(silu(gate(x)) * up(x))`)
 or GELU (`down(gelu_tanh(up(x)))`). No biases anywhere.
 
 The n_layers blocks are stored stacked (leading "layers" axis) and applied with one
@@ -55,6 +61,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from scaling.shapes import ModelConfig
@@ -100,21 +107,58 @@ def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array, sin_LxHalf: jax.Arra
     return jnp.concatenate(rotated, axis=-1).astype(x_BxLxHxK.dtype)
 
 
-ATTENTION_KINDS = ("auto", "xla", "cudnn")
+ATTENTION_KINDS = ("auto", "xla", "cudnn", "chunked")
+# Query blocks of chunked attention: the causal triangle wastes 1/(2 n) of the score work,
+# smaller blocks make thinner matmuls; 8 was fastest or within 5% of it at L 128..1024,
+# head_dim 16..64 (bench/attention_kernels.py). Blocks keep at least 16 queries.
+CHUNKED_BLOCKS = 8
+CHUNKED_MIN_BLOCK = 16
 
 
 def attention_implementation(kind: str, compute_dtype, head_dim: int) -> str:
-    """Resolve "auto" to "cudnn" where its fused kernel applies, else "xla"."""
+    """Resolve "auto": "cudnn" where its fused kernel applies, "chunked" on CPU, else "xla"."""
     if kind != "auto":
         return kind
-    eligible = (jax.default_backend() == "gpu"
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "chunked"
+    eligible = (backend == "gpu"
                 and jnp.dtype(compute_dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
                 and head_dim % 8 == 0 and head_dim <= 128)
     return "cudnn" if eligible else "xla"
 
 
+def chunked_causal_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
+                             n_blocks: int = CHUNKED_BLOCKS) -> jax.Array:
+    """Causal softmax(q k^T / sqrt(K)) v, one query block at a time.
+
+    Block i (queries a..b) scores only keys 0..b, so the work is L^2 (1 + 1/n) / 2 instead
+    of L^2, and each block's scores (B x H x (b - a) x b) are small enough to stay in cache
+    through the mask, softmax and value product. Scores and softmax in float32, like XLA's
+    kernel; the blocks are a static Python loop (n_blocks score/value dot pairs)."""
+    seq_len, head_dim = q_BxLxHxK.shape[1], q_BxLxHxK.shape[-1]
+    n_blocks = max(1, min(n_blocks, seq_len // CHUNKED_MIN_BLOCK))
+    edges = [i * seq_len // n_blocks for i in range(n_blocks + 1)]
+    scale = jnp.asarray(head_dim ** -0.5, q_BxLxHxK.dtype)
+    # Heads ahead of positions: each block's dots then have contiguous (B, H) batch dims.
+    q_BxHxLxK = jnp.einsum("blhk->bhlk", q_BxLxHxK * scale)
+    k_BxHxLxK = jnp.einsum("blhk->bhlk", k_BxLxHxK)
+    v_BxHxLxK = jnp.einsum("blhk->bhlk", v_BxLxHxK)
+    outs = []
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
+        s_BxHxQxS = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK[:, :, start:end],
+                               k_BxHxLxK[:, :, :end], preferred_element_type=jnp.float32)
+        causal_QxS = np.arange(start, end)[:, None] >= np.arange(end)[None, :]
+        p_BxHxQxS = jax.nn.softmax(jnp.where(causal_QxS, s_BxHxQxS, -jnp.inf), axis=-1)
+        outs.append(jnp.einsum("bhqs,bhsk->bhqk", p_BxHxQxS.astype(v_BxHxLxK.dtype),
+                               v_BxHxLxK[:, :, :end]))
+    return jnp.einsum("bhlk->blhk", jnp.concatenate(outs, axis=2))
+
+
 def attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kind: str, compute_dtype) -> jax.Array:
     impl = attention_implementation(kind, compute_dtype, q_BxLxHxK.shape[-1])
+    if impl == "chunked":
+        return chunked_causal_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK)
     if impl == "cudnn" and kind == "auto":
         try:
             return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from scaling import runs
 from scaling.errors import UserError
+from scaling.host_env import tuned_environ
 
 EXIT_LOCKED = 75
 EXIT_TERMINATED = 143
@@ -78,7 +79,7 @@ def _train_locked(run_dir: Path, lock: runs.RunLock, train_cmd: list[str]) -> in
     if extra is None:
         return EXIT_LOCKED  # a branch whose stable run is not there yet: retry later
     cmd = [*train_cmd, *extra, str(run_dir)]
-    env = {**os.environ, **lock.child_env()}
+    env = tuned_environ({**os.environ, **lock.child_env()})
     terminated = False
 
     with open(run_dir / LOG_FILE, "ab") as log:

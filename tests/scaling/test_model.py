@@ -15,6 +15,7 @@ from scaling.model import (
     Transformer,
     apply_rope,
     attention_implementation,
+    chunked_causal_attention,
     count_params,
     loss_and_metrics,
     rope_angles,
@@ -131,6 +132,7 @@ VARIANTS = {
     "gelu-untied": dict(mlp="gelu", tie_embeddings=False),
     "qknorm-swiglu": dict(qk_norm=True),
     "odd-head-dim-3-layers": dict(head_dim=7, n_layers=3),
+    "seq-70-in-4-uneven-query-blocks": dict(seq_len=70),
 }
 
 
@@ -323,8 +325,8 @@ def test_program_size_does_not_grow_with_depth():
 
 
 def test_attention_implementation_choice(monkeypatch):
+    assert attention_implementation("auto", jnp.float32, 64) == "chunked"  # CPU here
     # jax 0.10's implementation=None never picks cuDNN, so "auto" must ask for it itself.
-    assert attention_implementation("auto", jnp.bfloat16, 64) == "xla"  # CPU here
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert attention_implementation("auto", jnp.bfloat16, 64) == "cudnn"
     assert attention_implementation("auto", jnp.float16, 128) == "cudnn"
@@ -334,6 +336,31 @@ def test_attention_implementation_choice(monkeypatch):
     assert attention_implementation("xla", jnp.bfloat16, 64) == "xla"
     with pytest.raises(ValueError, match="attention"):
         build(tiny(), attention="flash")
+
+
+@pytest.mark.parametrize("seq_len", [1, 15, 16, 33, 128, 257])
+def test_chunked_attention_matches_xla_kernel_values_and_gradients(seq_len):
+    # 257 = 8 uneven query blocks; 15 = one block (fewer than 16 queries per block).
+    keys = jax.random.split(jax.random.key(seq_len), 4)
+    q, k, v, g = (jax.random.normal(key, (2, seq_len, 3, 8)) for key in keys)
+
+    def xla(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+
+    np.testing.assert_allclose(np.asarray(chunked_causal_attention(q, k, v)),
+                               np.asarray(xla(q, k, v)), rtol=2e-5, atol=2e-5)
+    grads = jax.vjp(chunked_causal_attention, q, k, v)[1](g)
+    want = jax.vjp(xla, q, k, v)[1](g)
+    for got_i, want_i in zip(grads, want, strict=True):
+        np.testing.assert_allclose(np.asarray(got_i), np.asarray(want_i), rtol=1e-4, atol=1e-4)
+
+
+def test_chunked_attention_in_the_model_equals_the_xla_kernel():
+    cfg = tiny(seq_len=100)
+    tok = tokens(cfg)
+    np.testing.assert_allclose(np.asarray(apply(build(cfg, attention="chunked"), tok)),
+                               np.asarray(apply(build(cfg, attention="xla"), tok)),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 Deterministic (the "loss" is a pure function of the config), resumable from its own
 checkpoint file, checkpointing every 5 steps and on SIGTERM (exit 143), marking a run with
 lr > 1 diverged and a run with seed 666 failed (it crashes). Every completed training
-appends a line to RUN_DIR/completions.log, so tests can count how often a run finished.
+appends a line to RUN_DIR/completions.log, so tests can count how often a run finished;
+its GLIBC_TUNABLES goes to RUN_DIR/trainer_env.json.
 Step time: $FAKE_STEP_S seconds (default 0.01).
 """
 
@@ -36,6 +37,8 @@ def main() -> int:
         runs.write_status(run_dir, "running", step=state["step"])
         with open(run_dir / "starts.log", "a") as f:  # which job started it, from which step
             f.write(f"{os.environ.get('SLURM_JOB_ID', '-')} {state['step']}\n")
+        atomic_write_json(run_dir / "trainer_env.json",  # what the worker tuned for it
+                          {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")})
         while state["step"] < n_steps:
             if cfg["optim"]["lr"] > 1.0 and state["step"] >= 3:
                 runs.write_status(run_dir, "diverged", reason=f"loss is nan at step {state['step']}")

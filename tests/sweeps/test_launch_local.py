@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from scaling import runs
+from scaling import host_env, runs
 from scaling.config import OptimConfig, RunConfig
+from scaling.fileio import read_json
 from scaling.shapes import ModelConfig
 from sweeps.launch import local
 
@@ -48,7 +49,7 @@ def test_cpu_slots_split_the_cores():
         assert not set(slots[0]) & set(slots[1])
     assert len(local.cpu_slots(3, threads_per_worker=1)) == 3
     env = local.worker_env(0, [0], [])
-    assert env["OMP_NUM_THREADS"] == "1" and "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    assert env["OMP_NUM_THREADS"] == "1" and "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     assert local.worker_env(1, [0, 1], ["0", "1"])["CUDA_VISIBLE_DEVICES"] == "1"
 
 
@@ -143,3 +144,12 @@ def test_sigkill_launcher_and_workers_at_random_moments(tmp_path):
     assert [runs.read_result(d) for d in dirs] == expected
     assert [completions(d) for d in dirs] == [1] * len(dirs)
     assert all(runs.read_status(d)["state"] == "done" for d in dirs)
+
+
+def test_trainers_start_with_the_cpu_tuning(tmp_path, monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    (run,) = make_runs(tmp_path, [1], n_steps=2)
+    local.run_local([run], train_cmd=FAKE)
+    env = read_json(run / "trainer_env.json")
+    want = "glibc.malloc.hugetlb=1" if host_env.hugepages_help() else None
+    assert env["GLIBC_TUNABLES"] == want
