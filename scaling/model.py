@@ -14,8 +14,8 @@ through one of three kernels. `attention="auto"` (the default) picks:
 - "chunked" on CPU: `chunked_causal_attention`, query blocks that each see only the keys
   up to their end, so the causal upper triangle is never computed and every block's
   scores stay in cache. XLA's kernel writes the whole B x H x L x L score tensor and reads
-  it back once per softmax pass; on a 2-core CPU that made attention 3-5x slower than
-  this (bench/attention_kernels.py);
+  it back once per softmax pass; on a 2-core CPU that made attention forward + backward
+  1.6-3.1x slower than this (bench/attention_kernels.py);
 - "xla": `jax.nn.dot_product_attention`'s XLA kernel, elsewhere. The MLP is SwiGLU (`down(silu(gate(x)) * up(x))`)
 or GELU (`down(gelu_tanh(up(x)))`). No biases anywhere.
 
@@ -108,9 +108,10 @@ def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array, sin_LxHalf: jax.Arra
 
 
 ATTENTION_KINDS = ("auto", "xla", "cudnn", "chunked")
-# Query blocks of chunked attention: the causal triangle wastes 1/(2 n) of the score work,
-# smaller blocks make thinner matmuls; 8 was fastest or within 5% of it at L 128..1024,
-# head_dim 16..64 (bench/attention_kernels.py). Blocks keep at least 16 queries.
+# Query blocks of chunked attention: n blocks waste 1/(2 n) of the score work on the
+# causal triangle, more blocks make thinner matmuls. No count won everywhere on 2 CPU cores
+# (bench/attention_kernels.py: 4, 8 and 16 each best somewhere at L 128-1024, head_dim
+# 16-64); 8 was the best compromise in repeated runs. Blocks keep at least 16 queries.
 CHUNKED_BLOCKS = 8
 CHUNKED_MIN_BLOCK = 16
 

