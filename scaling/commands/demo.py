@@ -15,6 +15,8 @@ import json
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from scaling.commands._format import si
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default="examples/demo.toml", metavar="SPEC",
@@ -47,13 +49,6 @@ def _ci(block: dict, key: str) -> str:
     if value is None:
         return "-"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
-
-
-def _si(x: float) -> str:
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
         return f"{fmt(rec[key])}" + (f" [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "")
 
     lines += ["", f"recommendation for {budget:.3g} FLOPs (10x the largest budget swept):",
-              f"  parameters N*   {with_ci('n_params', _si)}",
-              f"  tokens D*       {with_ci('n_tokens', _si)}  "
+              f"  parameters N*   {with_ci('n_params', si)}",
+              f"  tokens D*       {with_ci('n_tokens', si)}  "
               f"({rec['tokens_per_param']:.0f} tokens per parameter)",
               f"  shape           {shape.get('n_layers')} layers x d_model {shape.get('d_model')}, "
               f"{shape.get('n_heads')} heads, d_ff {shape.get('d_ff')} "
-              f"({_si(rec.get('shape_params') or 0)} parameters)",
+              f"({si(rec.get('shape_params') or 0)} parameters)",
               f"  predicted loss  {with_ci('loss', lambda x: f'{x:.3f}')} nats/token",
               "", f"report: {sweep_dir / 'report' / 'report.html'}"]
     print("\n".join(lines))

@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+from scaling.commands._format import si
 from scaling.errors import UserError
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(planned))
     for d in dropped:
-        print(f"note: budget {d.budget:.3g}: dropped size {_si(d.target_params)}: {d.reason}",
+        print(f"note: budget {d.budget:.3g}: dropped size {si(d.target_params)}: {d.reason}",
               file=sys.stderr)
     return 0
 
@@ -171,20 +172,13 @@ def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
     return "\n".join(lines)
 
 
-def _si(value: float) -> str:
-    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
 def format_table(planned: list) -> str:
     """Plain aligned text: one row per run, numbers in human units."""
     rows = [COLUMNS]
     for r in planned:
-        rows.append((f"{r.budget:.2e}", _si(r.n_params), _si(r.n_params_non_embedding),
+        rows.append((f"{r.budget:.2e}", si(r.n_params), si(r.n_params_non_embedding),
                      str(r.config.n_layers), str(r.config.d_model), str(r.config.n_heads),
-                     _si(r.n_tokens), f"{r.tokens_per_param:.3g}", f"{r.flops:.4e}",
+                     si(r.n_tokens), f"{r.tokens_per_param:.3g}", f"{r.flops:.4e}",
                      f"{r.rel_error:+.3%}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from scaling.commands._format import si
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="runs directory (or one sweep's)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead")
-
-
-def _si(x) -> str:
-    if x is None:
-        return "-"
-    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= threshold:
-            return f"{x / threshold:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         steps = f"{r['step'] or 0}/{r['n_steps']}" if r.get("n_steps") else "-"
         loss = f"{r['eval_loss']:.4f}" if r.get("eval_loss") is not None else "-"
         table.add_row(r["sweep"], r["run"], f"[{colors.get(state, 'white')}]{state}[/]",
-                      f"{r['budget']:.2e}" if r.get("budget") else "-", _si(r.get("n_params")),
-                      _si(r.get("n_tokens")), steps, loss, r.get("reason") or "")
+                      f"{r['budget']:.2e}" if r.get("budget") else "-", si(r.get("n_params")),
+                      si(r.get("n_tokens")), steps, loss, r.get("reason") or "")
     console = Console(width=200) if not Console().is_terminal else Console()
     console.print(table)
     states = ", ".join(f"{n} {s}" for s, n in sorted(summary["states"].items()))
