@@ -15,7 +15,7 @@ through one of three kernels. `attention="auto"` (the default) picks:
   up to their end, so the causal upper triangle is never computed and every block's
   scores stay in cache. XLA's kernel writes the whole B x H x L x L score tensor and reads
   it back once per softmax pass; on a 2-core CPU that made attention forward + backward
-  1.6-3.1x slower than this (bench/attention_kernels.py);
+  1.5-3x slower than this (bench/attention_kernels.py);
 - "xla": `jax.nn.dot_product_attention`'s XLA kernel, elsewhere. The MLP is SwiGLU (`down(silu(gate(x)) * up(x))`)
 or GELU (`down(gelu_tanh(up(x)))`). No biases anywhere.
 
