@@ -65,7 +65,7 @@ def generate(root: Path, n_runs: int, state: str = "done") -> Path:
 def timed_cli(args: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-m", "scaling.cli", *args],
+        [sys.executable, "-m", "scaling_cli", *args],
         cwd=cwd,
         env=cli_env(cwd),
         stdout=subprocess.DEVNULL,
@@ -80,7 +80,7 @@ def timed_cli(args: list[str], cwd: Path) -> float:
 
 def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, float]:
     """(wall seconds for run_local over n_runs pending runs, seconds spent in the view)."""
-    from scaling.commands.sweep import _View
+    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import run_local
 
     target = root / f"launch{n_runs}{'v' if with_view else ''}"
@@ -111,7 +111,7 @@ def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, floa
 
 def view_update_time(runs_root: Path) -> float:
     """Seconds of one progress refresh of `scaling sweep` (it re-reads every run's records)."""
-    from scaling.commands.sweep import _View
+    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import Progress
 
     dirs = runs.list_run_dirs(runs_root)

@@ -26,7 +26,7 @@ from scaling.errors import UserError
 from sweeps.plan import SweepPlan, plan_sweep
 from sweeps.spec import SweepSpec
 
-TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling.cli train`
+TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling_cli train`
 
 
 @dataclass

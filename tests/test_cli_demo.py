@@ -34,7 +34,7 @@ workers = 2
 
 def _demo(tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scaling.cli", "demo", "--spec", "tiny.toml", "--runs-dir", "runs",
+        [sys.executable, "-m", "scaling_cli", "demo", "--spec", "tiny.toml", "--runs-dir", "runs",
          "--bootstrap", "30"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
 
 

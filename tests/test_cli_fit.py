@@ -10,9 +10,9 @@ import pytest
 
 from analysis.approach3 import Approach3Result
 from analysis.simulate import generate_points, isoflop_design
-from scaling.cli import main
+from scaling_cli.main import main
 
-CHINCHILLA_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
+CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / "data" / "reference" / "chinchilla_svg_extracted.csv"
 APPROACH3_KEYS = {"A", "B", "E", "alpha", "beta", "objective", "a", "b", "n_points"}
 LAW = Approach3Result(A=400.0, B=1800.0, E=1.7, alpha=0.34, beta=0.30, objective=0, n_points=0)
 
@@ -32,7 +32,6 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.skipif(not CHINCHILLA_CSV.exists(), reason="reference data not present")
 def test_json_keys_on_chinchilla(tmp_path, capsys):
     raw = pd.read_csv(CHINCHILLA_CSV)
     csv = tmp_path / "chinchilla.csv"  # a converted view in tmp, not a copy in the project

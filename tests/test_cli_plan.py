@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scaling.cli import main
+from scaling_cli.main import main
 from scaling.flops import flops_per_token, param_counts
 from scaling.shapes import ModelConfig
 
@@ -106,11 +106,11 @@ def test_spec_plan_prints_grid_and_estimate(capsys):
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "scaling.cli", "plan", "--budget", "1e21",
+    result = subprocess.run([sys.executable, "-m", "scaling_cli", "plan", "--budget", "1e21",
                              "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert all(abs(r["flops"] / 1e21 - 1) <= 0.01 for r in json.loads(result.stdout))
-    bad = subprocess.run([sys.executable, "-m", "scaling.cli", "plan", "--budget", "-5"],
+    bad = subprocess.run([sys.executable, "-m", "scaling_cli", "plan", "--budget", "-5"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from analysis.recommend import recommend
-from scaling.cli import main
+from scaling_cli.main import main
 from scaling.fileio import atomic_write_json
 
 LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from analysis.recommend import parametric_frontier, parametric_loss
-from scaling.cli import main
+from scaling_cli.main import main
 from scaling.fileio import atomic_write_json
 
 LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
 EVIL = "<script>alert(1)</script>"
 EVIL_DIR = "<img src=x onerror=alert(1)>"  # no "/", so it can name a directory
-CHINCHILLA_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
+CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / "data" / "reference" / "chinchilla_svg_extracted.csv"
 FIGURES = {"isoflop.png", "frontier.png", "landscape.png", "residuals.png"}
 
 
@@ -83,9 +83,9 @@ def test_bad_source_exits_2(capsys, argv, needle):
 
 @pytest.mark.slow
 def test_report_on_the_chinchilla_data_fits_once_and_saves(tmp_path):
-    # The shared CSV is read in place (never copied). Its columns are Epoch's
+    # The vendored CSV is read in place (never copied). Its columns are Epoch's
     # ("Model Size", "Training FLOP"), which `chinchilla_csv_to_points` maps; the computed
-    # fit goes to tmp_path so nothing is written beside the shared data.
+    # fit goes to tmp_path so nothing is written beside the reference data.
     from analysis.load import chinchilla_csv_to_points, drop_highest_loss
     from analysis.report import build_report
 
@@ -96,7 +96,7 @@ def test_report_on_the_chinchilla_data_fits_once_and_saves(tmp_path):
     paths = build_report(CHINCHILLA_CSV, fit_path=saved, out_dir=out, points=points, info=info)
     assert saved.is_file()  # the fit ran once and was saved for the next time
     fit = json.loads(saved.read_text())
-    # Epoch's optimum on these 240 points (README of the shared data): alpha 0.348, beta 0.366.
+    # Epoch's optimum on these 240 points (data/reference/README.md): alpha 0.348, beta 0.366.
     assert fit["approach3"]["alpha"] == pytest.approx(0.348, abs=0.01)
     assert fit["approach3"]["beta"] == pytest.approx(0.366, abs=0.01)
     assert {p.name for p in paths.figures} == FIGURES

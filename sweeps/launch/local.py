@@ -94,7 +94,7 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
               poll_s: float = 0.2, retry_failed: bool = True) -> Progress:
     """Train every run in `run_dirs` that is not finished; returns the final Progress.
 
-    `train_cmd` replaces ``python -m scaling.cli train --quiet`` (RUN_DIR is appended): the
+    `train_cmd` replaces ``python -m scaling_cli train --quiet`` (RUN_DIR is appended): the
     test hook for a fake trainer. Failed runs are retried once per call when
     `retry_failed` (a crash may be transient); diverged runs never are (it would diverge
     again). SIGTERM/SIGINT stop the workers (each trainer checkpoints) and re-raise as

@@ -3,7 +3,7 @@
 The launchers start one worker per run. The worker takes the run's RunLock (exit 75 at
 once if a live owner holds it: another launcher is training it), skips a run that is
 already finished, and otherwise runs the trainer as its own child process,
-``python -m scaling.cli train RUN_DIR`` by default (CMD, with RUN_DIR appended, replaces it:
+``python -m scaling_cli train RUN_DIR`` by default (CMD, with RUN_DIR appended, replaces it:
 the documented test hook). The child inherits the lock (scaling.runs.INHERITED_LOCK_ENV)
 and dies with the worker (PR_SET_PDEATHSIG), so a killed worker never leaves a trainer
 running without its lock. The trainer's output goes to RUN_DIR/train.log.
@@ -32,7 +32,7 @@ from scaling.host_env import tuned_environ
 
 EXIT_LOCKED = 75
 EXIT_TERMINATED = 143
-DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling.cli", "train", "--quiet")
+DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling_cli", "train", "--quiet")
 TOUCH_EVERY_S = 15.0
 LOG_FILE = "train.log"
 

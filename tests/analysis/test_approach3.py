@@ -21,7 +21,7 @@ from analysis.load import chinchilla_csv_to_points, drop_highest_loss
 from analysis.simulate import generate_points, isoflop_design
 from scaling.errors import UserError
 
-CHINCHILLA_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla_svg_extracted.csv"
+CHINCHILLA_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "chinchilla_svg_extracted.csv"
 # Besiroglu et al. (2024), Table/eq. for the summed-Huber fit of these 240 points.
 EPOCH = dict(A=482.0, B=2085.4, E=1.817, alpha=0.348, beta=0.366)
 EPOCH_THETA = [math.log(EPOCH["A"]), math.log(EPOCH["B"]), math.log(EPOCH["E"]),
@@ -30,8 +30,6 @@ EPOCH_THETA = [math.log(EPOCH["A"]), math.log(EPOCH["B"]), math.log(EPOCH["E"]),
 
 @pytest.fixture(scope="module")
 def chinchilla():
-    if not CHINCHILLA_CSV.exists():
-        pytest.skip(f"reference data not found at {CHINCHILLA_CSV}")
     pts = drop_highest_loss(chinchilla_csv_to_points(CHINCHILLA_CSV), 5)
     return pts["params"].to_numpy(), pts["tokens"].to_numpy(), pts["loss"].to_numpy()
 

@@ -16,7 +16,7 @@ from analysis.load import (
 )
 from scaling.errors import UserError
 
-CHINCHILLA_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla_svg_extracted.csv"
+CHINCHILLA_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "chinchilla_svg_extracted.csv"
 
 
 def write_csv(path, **cols):
@@ -83,7 +83,6 @@ def test_flops_levels_recover_a_jittered_grid():
     assert np.allclose(assigned[:-1], np.repeat(levels, 8))
 
 
-@pytest.mark.skipif(not CHINCHILLA_CSV.exists(), reason="reference data not present")
 def test_chinchilla_levels_include_its_isoflop_budgets():
     df = chinchilla_csv_to_points(CHINCHILLA_CSV)
     levels = flops_levels(df["flops"].to_numpy())

@@ -719,7 +719,7 @@ def _prepare(case: Case, base: Path, work: Path) -> dict:
 
 def run_all(root: Path, cases=None, jobs: int = 3) -> dict[str, dict]:
     """Run every case (each in its own copy of the base directory) through cli_server.py:
-    a forked process per case, as separate as `python -m scaling.cli` but without
+    a forked process per case, as separate as `python -m scaling_cli` but without
     re-importing JAX and pandas for each. Returns rc, stderr, stdout and the changes under
     runs/ by case id."""
     from reliability_helpers import changes, cli_env, snapshot

@@ -4,7 +4,7 @@
 pandas, matplotlib, the analysis and sweep packages) once, then reads one JSON request per
 line on stdin, {"id", "argv", "cwd", "stdout", "stderr"}, and runs each in a forked child:
 the child changes to `cwd`, sends its fds 1 and 2 to the given files and runs
-`scaling.cli.main(argv)` exactly as `python -m scaling.cli` would (an uncaught exception
+`scaling_cli.main.main(argv)` exactly as `python -m scaling_cli` would (an uncaught exception
 prints its traceback and exits 1). Up to `--jobs` children run at once; one JSON line
 {"id", "rc"} is written to stdout as each ends. The parent never initialises a JAX backend,
 so forking it is safe.
@@ -19,7 +19,7 @@ import sys
 import traceback
 
 PRELOAD = (
-    "scaling.cli",
+    "scaling_cli.main",
     "scaling.train",
     "sweeps.sweep",
     "sweeps.plan",
@@ -41,10 +41,10 @@ def _child(req: dict) -> None:
             os.close(target)
         sys.stdin = open(os.devnull)  # noqa: SIM115
         sys.argv = ["scaling", *req["argv"]]
-        import scaling.cli
+        import scaling_cli.main
 
         try:
-            code = scaling.cli.main(req["argv"])
+            code = scaling_cli.main.main(req["argv"])
         except SystemExit as e:
             if isinstance(e.code, str):
                 print(e.code, file=sys.stderr)

@@ -195,7 +195,7 @@ def cli_env(tmp: Path, **extra: str) -> dict:
 
 
 def scaling_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "scaling.cli", *args]
+    return [sys.executable, "-m", "scaling_cli", *args]
 
 
 def run_cli(

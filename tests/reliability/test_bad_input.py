@@ -63,7 +63,7 @@ SPOT_CHECKS = (
 
 @pytest.mark.parametrize("case_id", SPOT_CHECKS)
 def test_real_entry_point_prints_the_same(case_id, results, root):
-    """`python -m scaling.cli` in a fresh interpreter says exactly what the forked child said
+    """`python -m scaling_cli` in a fresh interpreter says exactly what the forked child said
     (nothing printed at import time, the same exit code)."""
     case = next(c for c in CASES if c.id == case_id)
     work = root / f"real-{case_id}"

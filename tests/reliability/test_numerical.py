@@ -26,7 +26,7 @@ WRAPPER = (
     "env = dict(os.environ)\n"
     "if json.load(open(os.path.join(run_dir, 'config.json')))['seed'] == 1:\n"
     f"    env['SCALING_FAULT_NAN_AT_STEP'] = '{FAULT_STEP}'\n"
-    "argv = [sys.executable, '-m', 'scaling.cli', 'train', '--quiet', *sys.argv[1:]]\n"
+    "argv = [sys.executable, '-m', 'scaling_cli', 'train', '--quiet', *sys.argv[1:]]\n"
     "os.execve(sys.executable, argv, env)\n"
 )
 

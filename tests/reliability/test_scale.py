@@ -25,7 +25,7 @@ def test_sweep_progress_view_takes_a_bounded_share_of_the_launcher(tmp_path):
     """`scaling sweep` refreshes its progress line from every run's records; if it did so at
     a fixed rate its share of the launcher's single thread would grow with the number of
     runs, and the sweep's overhead quadratically. It must stay a bounded fraction."""
-    from scaling.commands.sweep import _View
+    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import Progress
 
     dirs = _many_runs(tmp_path / "runs", 1500)

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are no
 from train_helpers import final_params, make_run, read_metrics  # noqa: E402
 
 from scaling import runs
-from scaling.cli import main
+from scaling_cli.main import main
 from scaling.config import ScheduleConfig
 from scaling.errors import UserError
 from scaling.schedules import branch_schedule

@@ -37,7 +37,7 @@ def cli_env(cache_dir: Path, **extra) -> dict:
 
 
 def scaling_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "scaling.cli", *args]
+    return [sys.executable, "-m", "scaling_cli", *args]
 
 
 def run_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -50,7 +50,7 @@ def scaling(*args, fake=False, env=None, **kw) -> subprocess.CompletedProcess:
     e = {**os.environ, **(env or {})}
     if fake:
         e["SCALING_TRAIN_CMD"] = json.dumps(FAKE)
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "scaling_cli", *args], capture_output=True,
                           text=True, env=e, cwd=ROOT, timeout=600, **kw)
 
 
@@ -142,7 +142,7 @@ def test_read_only_runs_dir_is_a_clear_error(tmp_path):
         other.chmod(0o644)
         if os.geteuid() == 0:
             cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                   sys.executable, "-m", "scaling.cli", "sweep", str(other), "--runs-dir",
+                   sys.executable, "-m", "scaling_cli", "sweep", str(other), "--runs-dir",
                    str(runs_dir)]
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                env={**os.environ, "HOME": str(base)}, timeout=120)
@@ -175,7 +175,7 @@ def test_real_trainer_sweep_survives_sigkills_bit_identically(tmp_path):
 
     for _ in range(5):
         t0 = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(spec),
+        proc = subprocess.Popen([sys.executable, "-m", "scaling_cli", "sweep", str(spec),
                                  "--runs-dir", str(runs_dir), "--workers", "2"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from scaling.commands._format import si
+from scaling_cli.commands._format import si
 from scaling.errors import UserError
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",

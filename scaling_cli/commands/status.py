@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from scaling.commands._format import si
+from scaling_cli.commands._format import si
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """The `scaling` command: parses arguments and calls library functions, nothing more.
 
-Each subcommand lives in `scaling/commands/<name>.py` with `add_arguments(parser)` and
+Each subcommand lives in `scaling_cli/commands/<name>.py` with `add_arguments(parser)` and
 `run(args) -> int`. Command modules import nothing heavy at module level (JAX, pandas,
 `analysis`, `sweeps` are imported inside `run`), so `scaling --help` is instant and the
 core package never depends on the others at import time.
@@ -14,7 +14,7 @@ import sys
 
 from scaling.errors import RunFailed, UserError
 
-# name -> one-line help; the module scaling.commands.<name> implements it.
+# name -> one-line help; the module scaling_cli.commands.<name> implements it.
 COMMANDS = {
     "plan": "print the IsoFLOP grid for a sweep spec or --budget values; runs nothing",
     "sweep": "plan and run every run of a sweep spec (resumable)",
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"scaling.commands.{name}")
+        module = importlib.import_module(f"scaling_cli.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")

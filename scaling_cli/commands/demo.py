@@ -15,7 +15,7 @@ import json
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from scaling.commands._format import si
+from scaling_cli.commands._format import si
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _call(argv: list[str], capture: bool = False) -> str:
-    from scaling.cli import main
+    from scaling_cli.main import main
     from scaling.errors import RunFailed
 
     out = io.StringIO()

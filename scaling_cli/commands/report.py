@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    from scaling.commands.recommend import APPROACH_ALIASES, positive_float
+    from scaling_cli.commands.recommend import APPROACH_ALIASES, positive_float
 
     parser.add_argument("src", metavar="RUNS_DIR|CSV", help="a runs directory or a CSV of runs")
     parser.add_argument("--fit", metavar="FIT.json",
@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from analysis.report import build_report
-    from scaling.commands.recommend import APPROACH_ALIASES
+    from scaling_cli.commands.recommend import APPROACH_ALIASES
     from scaling.errors import UserError
     from scaling.fileio import to_json
 
