@@ -51,15 +51,11 @@ reexec_tuned()  # as `scaling train` does: glibc's huge-page malloc tunable
 
 from scaling import mesh as mesh_lib  # noqa: E402
 from scaling.config import OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
+from scaling.dispatch import auto_steps_per_dispatch  # noqa: E402
 from scaling.flops import param_counts  # noqa: E402
 from scaling.shapes import ModelConfig  # noqa: E402
-from scaling.train import (  # noqa: E402
-    TrainState,
-    auto_steps_per_dispatch,
-    compute_dtype_for,
-    device_peak_flops,
-    make_step_fn,
-)
+from scaling.train import device_peak_flops  # noqa: E402
+from scaling.train_step import TrainState, compute_dtype_for, make_step_fn  # noqa: E402
 
 SIZES = {  # name -> (n_layers, d_model, n_heads, head_dim, d_ff, vocab)
     "100K": (2, 64, 4, 16, 192, 256),

@@ -3,6 +3,8 @@
 import math
 from typing import Any
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by SIGTERM, checkpointed, resumable
+
 
 class UserError(ValueError):
     """Bad input. The message is one line naming the field or file and what was expected."""

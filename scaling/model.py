@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.shapes import ModelConfig
+from scaling.model_config import ModelConfig
 
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-6

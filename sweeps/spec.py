@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError
+from scaling.model_config import DEFAULT_SEQ_LEN
 
 CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
 MAX_BUDGET = 1e30
@@ -84,7 +85,7 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 class DataSpec:
     source: str = "stdlib"
     tokenizer: str = "bytes"
-    seq_len: int = 128
+    seq_len: int = DEFAULT_SEQ_LEN
     eval_tokens: int = 65_536
     max_epochs: float | None = None
 
@@ -394,7 +395,7 @@ def _data(t: _Fields) -> DataSpec:
     out = DataSpec(
         source=source,
         tokenizer=t.str("tokenizer", "bytes"),
-        seq_len=t.int("seq_len", 128, lo=2, hi=1 << 20),
+        seq_len=t.int("seq_len", DEFAULT_SEQ_LEN, lo=2, hi=1 << 20),
         eval_tokens=t.int("eval_tokens", 65_536, lo=1),
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
     )

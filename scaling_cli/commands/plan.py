@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scaling_cli.commands._format import si
 from scaling.errors import UserError
+from scaling.model_config import DEFAULT_SEQ_LEN
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",
            "FLOPs", "error")
@@ -33,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FLOP convention: 6N, kaplan, chinchilla or deepseek (default 6N)")
     parser.add_argument("--vocab-size", metavar="V", default="256",
                         help="vocabulary size (default 256, the byte tokenizer)")
-    parser.add_argument("--seq-len", metavar="L", default="256",
-                        help="sequence length (default 256)")
+    parser.add_argument("--seq-len", metavar="L", default=str(DEFAULT_SEQ_LEN),
+                        help=f"sequence length (default {DEFAULT_SEQ_LEN})")
     parser.add_argument("--tokens-per-second", metavar="R", default=None,
                         help="with SPEC: training rate for the wall-time estimate (default: "
                              "measured on finished runs in --runs-dir)")

@@ -9,7 +9,7 @@ and dies with the worker (PR_SET_PDEATHSIG), so a killed worker never leaves a t
 running without its lock. The trainer's output goes to RUN_DIR/train.log.
 
 A WSD branch (config.json "wsd": {"branch_of", "branch_step"}) is first seeded from its
-stable run's checkpoint (scaling.train.start_from); a stable run is trained with
+stable run's checkpoint (sweeps.wsd.start_from); a stable run is trained with
 ``--keep-steps`` at its branches' start points.
 
 Exit: 0 done, 1 diverged or failed (status.json says why), 75 locked elsewhere, 143
@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 from scaling import runs
-from scaling.errors import UserError
+from scaling.errors import EXIT_TERMINATED, UserError
 from scaling.host_env import tuned_environ
 
 EXIT_LOCKED = 75
-EXIT_TERMINATED = 143
 DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling_cli", "train", "--quiet")
 TOUCH_EVERY_S = 15.0
 LOG_FILE = "train.log"
@@ -142,7 +141,8 @@ def _wsd_args(run_dir: Path) -> list[str] | None:
                 runs.write_status(run_dir, "pending", reason=f"waiting for {source.name} to reach "
                                   f"step {step}")
                 return None
-            from scaling.train import start_from
+            # Lazy: sweeps.wsd loads JAX and orbax (3 s, 200 MB), which only a branch needs.
+            from sweeps.wsd import start_from
 
             start_from(run_dir, source, step)
     return []

@@ -21,7 +21,7 @@ from sweeps.grid import (
     smallest_budget,
 )
 
-# plan_budget(1e15) with the defaults (6N, vocab 256, seq_len 256, 7 sizes over 30x, 20
+# plan_budget(1e15, seq_len=256) with the defaults (6N, vocab 256, 7 sizes over 30x, 20
 # tokens/param): (n_params, n_layers, d_model, n_heads, d_ff, n_tokens). A change here is a
 # change to the recipe or the solver and must be deliberate.
 SNAPSHOT_1E15 = [
@@ -49,7 +49,7 @@ def _rows(runs):
 
 
 def test_snapshot_default_grid():
-    plan = plan_budget_full(1e15)
+    plan = plan_budget_full(1e15, seq_len=256)
     assert _rows(plan.runs) == SNAPSHOT_1E15
     assert plan.dropped == ()
     assert plan.center_params == pytest.approx(math.sqrt(1e15 / 120))  # 6N: exact
@@ -93,7 +93,7 @@ def test_grid_is_centred_on_20_tokens_per_param(convention):
 
 
 def test_rounding_to_batches_drops_and_says_why():
-    plan = plan_budget_full(1e12, batch_size=256)
+    plan = plan_budget_full(1e12, seq_len=256, batch_size=256)
     unit = 256 * 256
     _check_runs(plan.runs, 1e12, "6N", 256, unit)
     assert len(plan.runs) + len(plan.dropped) == 7
@@ -110,7 +110,7 @@ def test_center_override_and_tokens_per_param():
 
 
 def test_plan_sizes_explicit_targets():
-    plan = plan_sizes(1e15, [1e6, 1e6, 3e6, 10.0], batch_size=4)
+    plan = plan_sizes(1e15, [1e6, 1e6, 3e6, 10.0], seq_len=256, batch_size=4)
     assert plan.center_params is None
     _check_runs(plan.runs, 1e15, "6N", 256, 1024)
     assert [r.target_params for r in plan.runs] == [1e6, 3e6]
@@ -168,7 +168,7 @@ def test_budget_too_small_for_three_sizes():
 
 
 def test_1e30_plans():
-    runs = plan_budget(MAX_BUDGET, n_sizes=3)
+    runs = plan_budget(MAX_BUDGET, seq_len=256, n_sizes=3)
     _check_runs(runs, MAX_BUDGET, "6N", 256, 256)
 
 
