@@ -5,7 +5,7 @@ and 124M and 350M on accelerators (GPT-2 small/medium: vocabulary 50,304, batch 
 bf16 compute), all SwiGLU, RoPE, tied embeddings, AdamW, this measures side by side in one
 process:
 
-- "suite k=1":  scaling.train's jitted step (the real training code path), 1 step/dispatch;
+- "suite k=1":  scaling.train_step's jitted step (the real training code path), 1 step/dispatch;
 - "suite":      the same with the automatic steps-per-dispatch the trainer picks;
 - "plain jit":  a minimal hand-written jax.jit step of the same model (layers in lax.scan,
   float32, jax.nn.dot_product_attention);
@@ -427,7 +427,7 @@ def main() -> None:
         "Versions: jax "
         f"{jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, torch "
         f"{torch_version or 'not installed'}, Python {platform.python_version()}. Bare f32 matmul "
-        f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train's step "
+        f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train_step's step "
         "with N optimizer steps per dispatch; 'plain jit' a minimal hand-written jax.jit step "
         "of the same model; tokens/s are steady state (compile excluded), the median of "
         f"{args.rounds} rounds that interleave the variants. Process environment (all "

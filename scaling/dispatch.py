@@ -1,10 +1,7 @@
-"""How a run's steps are cut into dispatches of the jitted step (`scaling.train_step`).
-
-k ("steps per dispatch") grows for tiny models so a dispatch does enough work to hide the
-Python/dispatch overhead. k is a deterministic function of the config and the backend, and
-chunk boundaries are aligned to global step numbers, so a resumed run cuts its steps into
-exactly the same chunks as an uninterrupted one.
-"""
+"""How a run's steps are cut into dispatches of the jitted step: k steps per dispatch, more
+for tiny models so a dispatch hides the Python overhead; k is a function of the config and
+the backend, and chunks end at global step numbers, so a resumed run cuts its steps into
+exactly the same chunks as an uninterrupted one."""
 
 from __future__ import annotations
 

@@ -7,11 +7,9 @@ logged after it), evaluates every `eval_every` steps and at the end, checkpoints
 `checkpoint_every` steps, at `keep_steps` (WSD branch points, kept) and at the stop, and
 fetches metrics one dispatch behind (the host never waits for the step it just dispatched)
 into a `metrics.jsonl` line per `log_every` steps and at evals. SIGTERM (or `max_steps`)
-checkpoints and returns; the run stays "pending" and resumes.
-
-Test hook: with SCALING_FAULT_NAN_AT_STEP=K in the environment, the update that completes
-step K (1-based, as in metrics.jsonl) gets NaN loss and gradients, so reliability tests can
-inject a numerical fault. Without the variable the hook is not even traced.
+checkpoints and returns; the run stays "pending" and resumes. Test hook: with
+SCALING_FAULT_NAN_AT_STEP=K the update that completes step K (1-based) gets NaN loss and
+gradients (reliability tests); without the variable the hook is not even traced.
 """
 
 from __future__ import annotations
@@ -83,13 +81,10 @@ class _Terminate:
 
     def __enter__(self) -> _Terminate:
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
         except ValueError:  # not the main thread: no handler, nothing to restore
             self._previous = None
         return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
@@ -107,9 +102,6 @@ class _MetricsLog:
     tokens_step: int  # tokens/s counts from here
     steady_time: float | None = None  # the first fetch: compile time is behind us from there
     steady_step: int = 0
-
-
-# ----------------------------------------------------------------------------- entry point
 
 
 def train_run(run_dir: str | os.PathLike, *, peak_flops: float | None = None,
@@ -267,7 +259,7 @@ class _Trainer:
 
     def _loop(self, step: int, step_fn, ckpt: Checkpointer, term: _Terminate) -> int:
         """Dispatch chunks until the stop, a divergence or SIGTERM; returns the step reached."""
-        cfg, ts = self.cfg, self.ts
+        cfg = self.cfg
         periods = (self.k, cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
         marks = tuple(s for s in self.keep_steps if step < s < self.stop)
         batch_sharding = mesh_lib.batch_sharding(self.mesh, 2, 4)
@@ -276,7 +268,7 @@ class _Trainer:
             end = dispatch.chunk_end(step, self.stop, self.k, periods, marks)
             batches = mesh_lib.put_global(
                 dispatch.chunk_batches(self.token_data.train, cfg, step, end), batch_sharding)
-            step_arr = mesh_lib.put_global(np.asarray(step, np.int32), ts.replicated)
+            step_arr = mesh_lib.put_global(np.asarray(step, np.int32), self.ts.replicated)
             params, opt_state, *outputs = step_fn(
                 self.state["params"], self.state["opt_state"], step_arr, batches)
             self.state = {**self.state, "params": params, "opt_state": opt_state}
@@ -320,9 +312,8 @@ class _Trainer:
             return
         tokens_per_s = ((s1 - self.log.tokens_step) * self.tokens_per_step
                         / max(now - self.log.line_time, 1e-9))
-        flops = s1 * self.tokens_per_step * self.fpt
         self._write_metrics({
-            "step": s1, "tokens": s1 * self.tokens_per_step, "flops": flops,
+            "step": s1, "tokens": s1 * self.tokens_per_step, "flops": s1 * self.tokens_per_step * self.fpt,
             "train_loss": float(np.mean(self.log.since)), "lr": float(lr_K[-1]),
             "grad_norm": float(gn_K[-1]), "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * self.fpt / (self.peak * self.n_dev) if self.peak else None,

@@ -1,12 +1,8 @@
-"""The training state and the jitted step that advances it.
-
-The state is a pure pytree (params as an `nnx.State`, the optax state, the RNG key data);
-one jitted, pure function advances it by k steps (`lax.scan` over k optimizer steps, each a
-`lax.scan` over its gradient-accumulation micro-batches) with the state donated. AdamW
-(optax; decoupled weight decay on matrices only, global-norm clipping), the LR schedule
-from `scaling.schedules`, bf16 compute with f32 master weights on accelerators, f32 on CPU;
-on CPU the layer scan is unrolled (CPU_UNROLL_MAX_LAYERS).
-"""
+"""The training state (a pure pytree: params as an `nnx.State`, the optax state, the RNG key
+data) and one jitted, pure function that advances it by k steps (`lax.scan` over k optimizer
+steps, each a `lax.scan` over its micro-batches), state donated. AdamW (optax; decoupled
+weight decay on matrices only, global-norm clipping), the schedule of `scaling.schedules`,
+bf16 compute with f32 master weights on accelerators, f32 on CPU (layer scan unrolled)."""
 
 from __future__ import annotations
 
