@@ -47,6 +47,7 @@ from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer, abstract_like
 from scaling.config import RunConfig
 from scaling.errors import UserError
 from scaling.fileio import append_jsonl, read_jsonl
+from scaling.lock import RunLock, RunLocked
 from scaling.schedules import learning_rate, make_schedule
 
 FAULT_ENV = "SCALING_FAULT_NAN_AT_STEP"
@@ -364,9 +365,9 @@ def train_run(run_dir: str | os.PathLike, *, peak_flops: float | None = None,
                         progress=False, steps_per_dispatch=steps_per_dispatch,
                         cache_dir=cache_dir, keep_steps=keep_steps, fsdp=fsdp, lock=None).run()
     try:
-        lock = runs.RunLock(run_dir)
+        lock = RunLock(run_dir)
         lock.__enter__()
-    except runs.RunLocked as e:
+    except RunLocked as e:
         raise UserError(f"{run_dir}: {e}; is it already training?") from None
     try:
         return _Trainer(run_dir, cfg, peak_flops=peak_flops, max_steps=max_steps,
