@@ -173,3 +173,66 @@ def test_list_run_dirs_depth_one_and_two(tmp_path):
         runs.list_run_dirs(tmp_path / "missing")
 
 
+
+
+# ----------------------------------------------------------------------------- typed records
+
+
+def test_read_run_carries_the_resolved_config_status_and_result(tmp_path):
+    from scaling.flops import flops_all, param_counts
+
+    cfg = tiny_cfg(seed=3)
+    run_dir = runs.init_run_dir(tmp_path, cfg, recipe="r1")
+    runs.write_status(run_dir, "running", step=2)
+    rec = runs.read_run(run_dir)
+    assert (rec.run_dir, rec.name, rec.sweep, rec.state) == (run_dir, cfg.run_name(), "s", "running")
+    assert rec.param_counts == param_counts(cfg.model) and rec.n_params == rec.param_counts["total"]
+    assert rec.n_tokens == 5 * 2 * 16 and rec.budget == 1e9 and rec.convention == "6N"
+    for conv, per_token in flops_all(cfg.model).items():
+        assert rec.flops[conv] == pytest.approx(per_token * 160)
+    assert rec.run_flops == rec.flops["6N"]
+    assert (rec.vocab_size, rec.seq_len, rec.n_layers, rec.d_model) == (256, 16, 2, 32)
+    assert (rec.seed, rec.lr, rec.batch_size, rec.n_steps, rec.recipe) == (
+        3, cfg.optim.lr, 2, 5, "r1")
+    assert (rec.step, rec.pid, rec.host) == (2, os.getpid(), socket.gethostname())
+    assert rec.result is None and rec.measured_tokens_per_s is None
+    runs.write_result(run_dir, {"eval_loss": 2.5, "n_params": 7, "wall_time_s": 3.0,
+                                "flops_by_convention": {"6N": 1e9}, "tokens_per_s": float("nan")})
+    done = runs.read_run(run_dir)  # killed before the status write: the result counts
+    assert done.state == "done" and done.reason is None
+    assert (done.result.eval_loss, done.result.n_params, done.result.wall_time_s) == (2.5, 7, 3.0)
+    assert done.result.flops_by_convention == {"6N": 1e9} and done.result.tokens_per_s is None
+    assert done.n_params == 7  # the trainer's count wins over the planned one
+
+
+def test_read_run_reports_unreadable_records_and_tolerates_partial_configs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"budget": 1e12, "sweep": "x"}))
+    (tmp_path / "a" / "status.json").write_text(json.dumps({"state": "failed", "reason": "boom"}))
+    rec = runs.read_run(tmp_path / "a")
+    assert (rec.state, rec.reason, rec.budget, rec.n_tokens, rec.param_counts) == (
+        "failed", "boom", 1e12, None, {})
+    (tmp_path / "a" / "result.json").write_text('{"eval_loss": 3.')
+    bad = runs.read_run(tmp_path / "a")
+    assert bad.state == "unreadable" and "result.json" in bad.reason and "not valid JSON" in bad.reason
+
+
+def test_measured_tokens_per_s_only_when_asked(tmp_path):
+    run_dir = runs.init_run_dir(tmp_path, tiny_cfg())
+    with open(run_dir / runs.METRICS_FILE, "w") as f:
+        for step, rate in ((1, 10.0), (2, 200.0), (3, 400.0), (4, 300.0)):
+            f.write(json.dumps({"step": step, "tokens_per_s": rate}) + "\n")
+        f.write('{"step": 5, "tokens_per_s": 9')  # cut by a crash
+    assert runs.read_run(run_dir).measured_tokens_per_s is None
+    # the first log (compilation) is left out: median of 200, 400, 300
+    assert runs.read_run(run_dir, throughput=True).measured_tokens_per_s == 300.0
+
+
+def test_iter_runs_lists_by_the_one_rule(tmp_path):
+    dirs = [runs.init_run_dir(tmp_path, tiny_cfg(seed=i)) for i in range(3)]
+    (tmp_path / "s" / "not_a_run").mkdir()
+    assert [r.run_dir for r in runs.iter_runs(tmp_path)] == runs.list_run_dirs(tmp_path) == sorted(dirs)
+    assert [r.seed for r in runs.iter_runs(tmp_path / "s")] == [
+        runs.load_run_config(d).seed for d in sorted(dirs)]
+    with pytest.raises(UserError, match="not a directory"):
+        runs.iter_runs(tmp_path / "missing")  # at once, not on first use

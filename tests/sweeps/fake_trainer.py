@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from scaling import runs
-from scaling.lock import RunLock
 from scaling.fileio import atomic_write_json, read_json
+from scaling.lock import RunLock
 
 
 def main() -> int:
