@@ -85,24 +85,17 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
                       qk_norm=spec.model.qk_norm)
-        if spec.grid.params is not None:
-            kwargs.pop("tokens_per_param")
-            try:
-                plan = plan_sizes(budget, spec.grid.params, **kwargs)
-            except UserError as e:
-                raise UserError(f"budgets: {str(e).removeprefix('budget: ')}") from None
-            grid_runs, grid_dropped = plan.runs, plan.dropped
-        else:
-            center = (centers or {}).get(budget)
-            try:
-                plan = plan_budget_full(budget, n_sizes=spec.grid.sizes, span=spec.grid.span,
-                                        center_params=center, **kwargs)
-            except UserError as e:
-                msg = str(e).removeprefix("budget: ")
-                raise UserError(f"budgets: {msg}") from None
-            grid_runs, grid_dropped = plan.runs, plan.dropped
-        dropped.extend(grid_dropped)
-        for p in grid_runs:
+        try:
+            if spec.grid.params is not None:
+                kwargs.pop("tokens_per_param")
+                grid = plan_sizes(budget, spec.grid.params, **kwargs)
+            else:
+                grid = plan_budget_full(budget, n_sizes=spec.grid.sizes, span=spec.grid.span,
+                                        center_params=(centers or {}).get(budget), **kwargs)
+        except UserError as e:
+            raise UserError(f"budgets: {str(e).removeprefix('budget: ')}") from None
+        dropped.extend(grid.dropped)
+        for p in grid.runs:
             for seed in spec.seeds:
                 runs.append(_run_config(spec, recipe, p, batch, seed))
     if spec.schedule.kind == "wsd" and spec.schedule.share_stable:

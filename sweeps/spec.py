@@ -67,7 +67,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,11 +363,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         spec = parse_spec(d)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    return SweepSpec(**{**_shallow(spec), "path": str(path)})
-
-
-def _shallow(spec: SweepSpec) -> dict:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+    return replace(spec, path=str(path))
 
 
 def parse_spec(d: dict) -> SweepSpec:

@@ -41,9 +41,6 @@ class SweepOutcome:
     run_dirs: list[Path]
     states: dict[Path, str]
 
-    def count(self, state: str) -> int:
-        return sum(1 for s in self.states.values() if s == state)
-
 
 def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False,
             plan: SweepPlan | None = None) -> tuple[SweepPlan, list[Path]]:
@@ -69,8 +66,6 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
-        except PermissionError as e:
-            raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror or e})") from None
         dirs.append(run_dir)
