@@ -80,8 +80,8 @@ def timed_cli(args: list[str], cwd: Path) -> float:
 
 def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, float]:
     """(wall seconds for run_local over n_runs pending runs, seconds spent in the view)."""
-    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import run_local
+    from sweeps.progress import SweepProgress
 
     target = root / f"launch{n_runs}{'v' if with_view else ''}"
     generate(target, n_runs, state="pending")
@@ -90,9 +90,7 @@ def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, floa
     in_view = [0.0]
     on_update = None
     if with_view:
-        view = _View(quiet=True)
-        view.dirs = dirs
-        view.flops0 = None
+        view = SweepProgress(quiet=True, dirs=dirs)
 
         def on_update(progress):
             t = time.perf_counter()
@@ -111,12 +109,11 @@ def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, floa
 
 def view_update_time(runs_root: Path) -> float:
     """Seconds of one progress refresh of `scaling sweep` (it re-reads every run's records)."""
-    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import Progress
+    from sweeps.progress import SweepProgress
 
     dirs = runs.list_run_dirs(runs_root)
-    view = _View(quiet=True)
-    view.dirs, view.flops0 = dirs, None
+    view = SweepProgress(quiet=True, dirs=dirs)
     progress = Progress(total=len(dirs), states={d: "done" for d in dirs})
     t0 = time.perf_counter()
     view.update(progress)

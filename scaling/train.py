@@ -35,6 +35,7 @@ from scaling.divergence import Divergence, DivergenceMonitor
 from scaling.errors import UserError
 from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
 from scaling.flops import flops_all, param_counts
+from scaling.lock import RunLock, RunLocked
 from scaling.schedules import make_schedule
 from scaling.train_step import TrainState, evaluate, make_eval_fn, make_step_fn
 
@@ -125,9 +126,9 @@ def train_run(run_dir: str | os.PathLike, *, peak_flops: float | None = None,
     if jax.process_index() != 0:  # one lock per run, held by the process that writes files
         return _Trainer(run_dir, cfg, progress=False, lock=None, **options).run()
     try:
-        lock = runs.RunLock(run_dir)
+        lock = RunLock(run_dir)
         lock.__enter__()
-    except runs.RunLocked as e:
+    except RunLocked as e:
         raise UserError(f"{run_dir}: {e}; is it already training?") from None
     try:
         return _Trainer(run_dir, cfg, progress=progress, lock=lock, **options).run()

@@ -200,11 +200,6 @@ def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: in
     return BudgetPlan(budget=budget, center_params=None, runs=tuple(runs), dropped=tuple(dropped))
 
 
-def plan_budget(budget: float, **kwargs) -> list[PlannedRun]:
-    """The runs of `plan_budget_full` (same keyword arguments), smallest model first."""
-    return list(plan_budget_full(budget, **kwargs).runs)
-
-
 def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: int = DEFAULT_SEQ_LEN,
                     tokens_per_param: float = 20.0, mlp: str = "swiglu",
                     tie_embeddings: bool = True, qk_norm: bool = False,
@@ -246,4 +241,4 @@ def parse_run_name(name: str) -> dict:
 
 
 __all__ = ["MAX_BUDGET", "MIN_SIZES", "BudgetPlan", "Dropped", "PlannedRun",
-           "parse_run_name", "plan_budget", "plan_budget_full", "plan_sizes", "smallest_budget"]
+           "parse_run_name", "plan_budget_full", "plan_sizes", "smallest_budget"]

@@ -4,7 +4,7 @@ The launchers start one worker per run. The worker takes the run's RunLock (exit
 once if a live owner holds it: another launcher is training it), skips a run that is
 already finished, and otherwise runs the trainer as its own child process,
 ``python -m scaling_cli train RUN_DIR`` by default (CMD, with RUN_DIR appended, replaces it:
-the documented test hook). The child inherits the lock (scaling.runs.INHERITED_LOCK_ENV)
+the documented test hook). The child inherits the lock (scaling.lock.INHERITED_LOCK_ENV)
 and dies with the worker (PR_SET_PDEATHSIG), so a killed worker never leaves a trainer
 running without its lock. The trainer's output goes to RUN_DIR/train.log.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from scaling import runs
 from scaling.errors import EXIT_TERMINATED, UserError
 from scaling.host_env import tuned_environ
+from scaling.lock import RunLock
 
 EXIT_LOCKED = 75
 DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling_cli", "train", "--quiet")
@@ -59,7 +60,7 @@ def _last_line(path: Path) -> str | None:
 def run_worker(run_dir: str | os.PathLike, train_cmd: list[str] | tuple[str, ...] | None = None,
                stale_after: float = runs.DEFAULT_STALE_AFTER_S) -> int:
     run_dir = Path(run_dir)
-    lock = runs.RunLock(run_dir, stale_after=stale_after)
+    lock = RunLock(run_dir, stale_after=stale_after)
     if not lock.acquire(blocking=False):
         return EXIT_LOCKED
     try:
@@ -68,7 +69,7 @@ def run_worker(run_dir: str | os.PathLike, train_cmd: list[str] | tuple[str, ...
         lock.release()
 
 
-def _train_locked(run_dir: Path, lock: runs.RunLock, train_cmd: list[str]) -> int:
+def _train_locked(run_dir: Path, lock: RunLock, train_cmd: list[str]) -> int:
     state = runs.settle_state(run_dir)
     if state == "done":
         return 0
