@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     # --- reference loop over the grid (random order; extrapolate if over budget)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(grid))
-    ref_best, done, t0, c0 = (math.inf, None), 0, time.perf_counter(), time.process_time()
+    ref_best: tuple[float, np.ndarray] = (math.inf, np.full(5, np.nan))  # (objective, x)
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
     for i in order:
         f, x = ref_fit(grid[i:i + 1], log_n, log_d, log_l)
         if f < ref_best[0]:

@@ -113,7 +113,7 @@ def _is_binary(path: Path) -> bool:
 
 
 def _jsonl_units(path: Path, rel: str, doc_start: int) -> list[Unit]:
-    units = []
+    units: list[Unit] = []
     text = path.read_bytes().decode("utf-8", errors="replace")
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

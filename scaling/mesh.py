@@ -84,7 +84,7 @@ def logical_spec(names, shape, mesh: Mesh, rules=RULES) -> PartitionSpec:
     if not names:
         return PartitionSpec()
     used: set[str] = set()
-    spec = []
+    spec: list[str | None] = []
     for name, size in zip(names, shape, strict=True):
         axis = rules.get(name)
         if axis is None or axis in used or size % mesh.shape[axis]:
@@ -121,7 +121,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharding(mesh: Mesh, batch_axis: int, ndim: int) -> NamedSharding:
     """Split axis `batch_axis` of an `ndim`-dimensional batch over every data axis."""
-    spec = [None] * ndim
+    spec: list[tuple[str, ...] | None] = [None] * ndim
     spec[batch_axis] = DATA_AXES
     return NamedSharding(mesh, PartitionSpec(*spec))
 
