@@ -1,7 +1,7 @@
 """Runs or a CSV into one tidy DataFrame of points (one row per finished run).
 
 `load_points(src)` reads either a runs directory (every run dir's config.json, status.json,
-result.json; see DESIGN.md) or a CSV with columns `params`, `tokens` (or `flops`, then
+result.json; see docs/architecture.md) or a CSV with columns `params`, `tokens` (or `flops`, then
 tokens = flops / (6 params)) and `loss`. Runs that diverged, failed or have not finished
 are left out and counted by reason in `info["excluded"]`.
 

@@ -40,7 +40,7 @@ def initialize_distributed() -> bool:
     n_slurm = int(os.environ.get("SLURM_NTASKS", "1") or 1)
     if not explicit and not (os.environ.get("SLURM_STEP_ID") is not None and n_slurm > 1):
         return False
-    # CPU collectives across processes need gloo (DESIGN.md "JAX notes"); the setting only
+    # CPU collectives across processes need gloo (docs/architecture.md, "JAX notes"); the setting only
     # concerns the CPU backend, so it is harmless on accelerator hosts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:

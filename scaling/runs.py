@@ -1,6 +1,6 @@
 """The run store: one directory per run, atomic records, status, and a lock per run.
 
-Layout (DESIGN.md): ``<runs_dir>/<sweep>/<run_name>/`` holding ``config.json``,
+Layout (docs/architecture.md): ``<runs_dir>/<sweep>/<run_name>/`` holding ``config.json``,
 ``status.json``, ``metrics.jsonl``, ``checkpoints/`` and ``result.json``. The run name is a
 pure function of the resolved config, so a grid point always maps to the same directory;
 that is the resume key. A sweep root may also hold ``sweep.json`` naming the spec (by hash)
