@@ -1,7 +1,7 @@
 """Runs or a CSV into one tidy DataFrame of points (one row per finished run).
 
 `load_points(src)` reads either a runs directory (every run's record, through
-`scaling.runs.iter_runs`) or a CSV with columns `params`, `tokens` (or `flops`, then
+`scaling.runs.iter_runs`; docs/architecture.md) or a CSV with columns `params`, `tokens` (or `flops`, then
 tokens = flops / (6 params)) and `loss`. Runs that diverged, failed, have not finished
 or cannot be read are left out and counted by reason in `info["excluded"]`.
 

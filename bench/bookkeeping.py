@@ -35,7 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
-from reliability_helpers import cli_env, study_configs, write_finished_run  # noqa: E402
+from reliability_helpers import (  # type: ignore[import-not-found]  # noqa: E402
+    cli_env,
+    study_configs,
+    write_finished_run,
+)
 
 from scaling import runs  # noqa: E402
 
@@ -161,8 +165,8 @@ def main() -> int:
     launch_sizes = [100 // scale, 300 // scale, 1000 // scale]
     header = machine()
     rows = []  # (what, n, seconds)
-    with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as tmp_name:
+        tmp = Path(tmp_name)
         for n in sizes if not args.view_only else []:
             t0 = time.perf_counter()
             d = generate(tmp / f"runs{n}", n)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -335,6 +336,23 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def markdown_table(rows: list[dict]) -> str:
+    header = ("| size | N | variant | tokens/s | step ms | compile s | GFLOP/s (6N) | "
+              "of matmul peak | MFU | vs plain jit | vs torch eager |")
+    lines = [header, "|" + "---|" * 11]
+
+    def opt(x, fmt):
+        return "n/a" if x is None else format(x, fmt)
+
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['n_params']:,} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
+            f"{r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
+            f"{r['frac_matmul_peak']:.0%} | {opt(r['mfu'], '.1%')} | {r['vs_plain']:.2f}x | "
+            f"{opt(r['vs_torch'], '.2f')}{'' if r['vs_torch'] is None else 'x'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)}")
@@ -360,7 +378,8 @@ def main() -> None:
         n_params = param_counts(cfg)["total"]
         flops_per_token = 6 * n_params
         k_auto = auto_steps_per_dispatch(flops_per_token * batch * seq, backend)
-        variants = [("suite k=1", partial(bench_suite, cfg, 1, batch))]
+        variants: list[tuple[str, Callable[[], Timed | TorchTimed]]] = [
+            ("suite k=1", partial(bench_suite, cfg, 1, batch))]
         if k_auto > 1:
             variants.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto, batch)))
         variants.append(("plain jit", partial(bench_plain, cfg, batch)))
@@ -398,20 +417,7 @@ def main() -> None:
                 "mfu": r["achieved_flops"] / peak_dev if peak_dev else None,
             })
 
-    header = ("| size | N | variant | tokens/s | step ms | compile s | GFLOP/s (6N) | "
-              "of matmul peak | MFU | vs plain jit | vs torch eager |")
-    lines = [header, "|" + "---|" * 11]
-
-    def opt(x, fmt):
-        return "n/a" if x is None else format(x, fmt)
-
-    for r in rows:
-        lines.append(
-            f"| {r['size']} | {r['n_params']:,} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
-            f"{r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
-            f"{r['frac_matmul_peak']:.0%} | {opt(r['mfu'], '.1%')} | {r['vs_plain']:.2f}x | "
-            f"{opt(r['vs_torch'], '.2f')}{'' if r['vs_torch'] is None else 'x'} |")
-    table = "\n".join(lines)
+    table = markdown_table(rows)
     print(table)
     if args.no_write:
         return

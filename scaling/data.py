@@ -44,7 +44,7 @@ class TokenData:
     train: np.ndarray  # 1-D token ids (a read-only memmap), documents separated by 0
     valid: np.ndarray  # 1-D held-out token ids
     vocab_size: int
-    corpus_hash: str  # sha256 of the corpus text and split rule (DESIGN: goes in config.json)
+    corpus_hash: str  # sha256 of the corpus text and split rule (goes in config.json)
     bytes_per_token: float  # train split: UTF-8 bytes (separator = 1 byte) per token
     source: str  # human-readable description of the corpus
     tokenizer: str  # the data.tokenizer spec

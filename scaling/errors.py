@@ -1,4 +1,4 @@
-"""Errors the CLI maps to exit codes (DESIGN.md: 2 bad input, 1 a run or fit failed)."""
+"""Errors the CLI maps to exit codes (docs/architecture.md: 2 bad input, 1 a run or fit failed)."""
 
 import math
 from typing import Any

@@ -1,6 +1,6 @@
 """The run store: one directory per run, its records written atomically and read back typed.
 
-Layout: ``<runs_dir>/<sweep or "default">/<run_name>/`` holding ``config.json`` (the
+Layout (docs/architecture.md): ``<runs_dir>/<sweep or "default">/<run_name>/`` holding ``config.json`` (the
 RunConfig plus derived keys: parameter counts, FLOPs per convention, tokens, recipe),
 ``status.json``, ``metrics.jsonl``, ``checkpoints/`` and, once finished, ``result.json``.
 The run name is a pure function of the resolved config, so a grid point always maps to the
