@@ -191,10 +191,7 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:
     """Training curves: run, params, step, tokens, flops, loss (training loss per logged step;
     `eval_loss` too where logged). Diverged/failed runs are left out; unfinished ones too
-    unless include_unfinished."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f"{runs_dir}: expected a runs directory")
+    unless include_unfinished. Raises UserError when `runs_dir` is not a directory."""
     frames = []
     for run in iter_runs(runs_dir):
         if run.state in ("diverged", "failed", "unreadable") or (

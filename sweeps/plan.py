@@ -189,7 +189,7 @@ def measured_throughput(runs_dir: str | os.PathLike | None,
     points = []
     for r in iter_runs(runs_dir, throughput=True):
         rate = (r.result.tokens_per_s or r.measured_tokens_per_s) if r.result else None
-        per_token = r.flops_per_token.get(convention)
+        per_token = r.flops.get(convention, 0) / (r.n_tokens or float("inf"))
         if rate and per_token and rate > 0 and per_token > 0:
             points.append((float(per_token), float(rate)))
     return points
@@ -218,8 +218,7 @@ def estimate_wall_time(plan: SweepPlan, *, tokens_per_second: float | None = Non
         if not points:
             return {"per_run_s": [None] * len(plan.runs), "total_s": None,
                     "device_hours": None, "wall_s": None, "source": None}
-        x = np.log([p[0] for p in points])
-        y = np.log([p[1] for p in points])
+        x, y = np.log(np.array(points)).T  # log FLOPs per token, log tokens/s
         if len(points) >= 2 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
             slope = float(np.clip(slope, -1.5, 0.0))

@@ -63,6 +63,7 @@ Example (every table optional except ``budgets``)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -224,14 +225,15 @@ class _Fields:
             raise UserError(f"{where or 'spec'}: expected a table, got {_show(d)}")
         self.d, self.where, self.used, self.schema = d, where, set(), schema
 
-    def _dry(self, key: str, default: Any, **schema: Any) -> bool:
-        """In a dry run: record `key`'s schema and say so."""
-        if self.schema is None:
-            return False
-        self.schema[key] = {k: v for k, v in schema.items() if v is not None}
-        if default is not None:
-            self.schema[key]["default"] = default
-        return True
+    def _read(self, key: str, default: Any, **schema: Any) -> tuple[Any, bool]:
+        """(value, whether to check it): a dry run records `key`'s schema and gives the
+        default unchecked, as does an absent key whose default is None."""
+        if self.schema is not None:
+            self.schema[key] = {k: v for k, v in {**schema, "default": default}.items()
+                                if v is not None}
+            return default, False
+        value = self.get(key, default)
+        return value, not (value is None and default is None)
 
     def _key(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -244,45 +246,31 @@ class _Fields:
         return key in self.d
 
     def int(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
-        if self._dry(key, default, type="integer", minimum=lo, maximum=hi):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        bound = _bounds_text(lo, hi)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {_show(value)}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {value}")
+        value, check = self._read(key, default, type="integer", minimum=lo, maximum=hi)
+        if check and (isinstance(value, bool) or not isinstance(value, int)
+                      or (lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise UserError(f"{self._key(key)}: expected an integer{_bounds_text(lo, hi)}, got "
+                            f"{_show(value)}")
         return value
 
     def float(self, key: str, default: Any, lo: float | None = None, hi: float | None = None,
               lo_open: bool = False) -> Any:
-        if self._dry(key, default, type="number", **_number_schema(lo, hi, lo_open)):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        return _number(value, self._key(key), lo, hi, lo_open)
+        value, check = self._read(key, default, type="number", **_number_schema(lo, hi, lo_open))
+        return _number(value, self._key(key), lo, hi, lo_open) if check else value
 
     def bool(self, key: str, default: bool | None) -> Any:
-        if self._dry(key, default, type="boolean"):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, bool):
+        value, check = self._read(key, default, type="boolean")
+        if check and not isinstance(value, bool):
             raise UserError(f"{self._key(key)}: expected true or false, got {_show(value)}")
         return value
 
     def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None,
             pattern: str | None = None) -> Any:
-        if self._dry(key, default, type="string", minLength=1, enum=list(choices or ()) or None,
-                     pattern=pattern and f"^{pattern}$"):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
+        value, check = self._read(key, default, type="string", minLength=1,
+                                  enum=list(choices or ()) or None,
+                                  pattern=pattern and f"^{pattern}$")
+        if not check:
+            return value
         if not isinstance(value, str) or not value:
             raise UserError(f"{self._key(key)}: expected a non-empty string, got {_show(value)}")
         if choices and value not in choices:
@@ -432,25 +420,20 @@ def _model(t: _Fields) -> ModelSpec:
 
 
 def _budgets(top: _Fields) -> tuple[float, ...]:
-    raw = top.get("budgets")
-    if isinstance(raw, list):
-        values = raw
-        where = "budgets"
-    else:
-        t = _Fields(raw, "budgets")
+    values, where = top.get("budgets"), "budgets"
+    if not isinstance(values, list):
+        t = _Fields(values, "budgets")
         if t.has("values") and any(t.has(k) for k in ("min", "max", "count")):
             raise UserError("budgets: give either values or min/max/count, not both")
-        if t.has("values"):
-            values = t.get("values")
-            where = "budgets.values"
-            if not isinstance(values, list):
-                raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
-        else:
+        if not t.has("values"):
             for key in ("min", "max", "count"):
                 if not t.has(key):
                     raise UserError(f"budgets.{key}: missing (or give budgets.values)")
             return _budget_range(t)
+        values, where = t.get("values"), "budgets.values"
         t.done()
+        if not isinstance(values, list):
+            raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
     if not values:
         raise UserError(f"{where}: expected at least one budget")
     out = [_number(v, f"{where}[{i}]", **BUDGET) for i, v in enumerate(values)]
@@ -610,20 +593,29 @@ def json_schema() -> dict:
             "not": {"required": ["seed", "seeds"]}}
 
 
+def _cli_value(text: str) -> Any:
+    value: Any = text
+    with contextlib.suppress(ValueError):  # "7" -> 7, "1e18" -> 1e18, "x" stays text
+        value = float(text)
+        value = int(text)
+    return value
+
+
+def check_number(text: str, where: str, *, integer: bool = False, lo: Any = None,
+                 hi: Any = None, lo_open: bool = False) -> Any:
+    """A command-line number checked as spec numbers are, the one-line error naming `where`."""
+    if integer:
+        return _Fields({where: _cli_value(text)}, "").int(where, None, lo, hi)
+    return _number(_cli_value(text), where, lo, hi, lo_open)
+
+
 def check_argument(text: str, key: str, where: str) -> Any:
     """A command-line value checked as the spec's `key` ("grid.sizes", "budgets") is: the
     same type and bounds, the one-line error naming `where` (e.g. "--sizes")."""
-    value: Any = text
-    for kind in (int, float):
-        try:
-            value = kind(text)
-            break
-        except ValueError:
-            continue
     if key == "budgets":
-        return _number(value, where, **BUDGET)
+        return check_number(text, where, **BUDGET)
     table, _, name = key.partition(".")
     try:
-        return getattr(TABLES[table](_Fields({name: value}, table)), name)
+        return getattr(TABLES[table](_Fields({name: _cli_value(text)}, table)), name)
     except UserError as e:
         raise UserError(str(e).replace(f"{key}:", f"{where}:", 1)) from None
