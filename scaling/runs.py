@@ -262,7 +262,7 @@ def settle_state(run_dir: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- typed records
 
 
-def _number(x: Any) -> float | None:
+def _number(x: Any) -> Any:
     """A finite real number from a record (ints stay ints), else None."""
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return None
@@ -350,7 +350,7 @@ def measured_tokens_per_s(run_dir: str | os.PathLike) -> float | None:
 def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunRecord:
     """The run's records as a RunRecord; with `throughput`, its measured rate too."""
     run_dir = Path(run_dir)
-    where = dict(run_dir=run_dir, name=run_dir.name, sweep=run_dir.parent.name)
+    where: dict[str, Any] = dict(run_dir=run_dir, name=run_dir.name, sweep=run_dir.parent.name)
     try:
         config, status, result = read_config_json(run_dir), read_status(run_dir), read_result(run_dir)
     except UserError as e:

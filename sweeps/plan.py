@@ -81,7 +81,7 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
     dropped: list = []
     for budget in spec.budgets:
         _, batch = hparams.choose(recipe, budget, seq_len, batch_size=spec.optim.batch_size)
-        kwargs = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
+        kwargs: dict = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
                       qk_norm=spec.model.qk_norm)

@@ -83,7 +83,7 @@ from sweeps.ownership import spec_hash
 
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
-BUDGET = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
+BUDGET: dict[str, Any] = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
 
 
 # ----------------------------------------------------------------------------- schema
@@ -223,7 +223,8 @@ class _Fields:
     def __init__(self, d: Any, where: str, schema: dict | None = None) -> None:
         if not isinstance(d, dict):
             raise UserError(f"{where or 'spec'}: expected a table, got {_show(d)}")
-        self.d, self.where, self.used, self.schema = d, where, set(), schema
+        self.d, self.where, self.schema = d, where, schema
+        self.used: set = set()
 
     def _read(self, key: str, default: Any, **schema: Any) -> tuple[Any, bool]:
         """(value, whether to check it): a dry run records `key`'s schema and gives the
@@ -244,6 +245,12 @@ class _Fields:
 
     def has(self, key: str) -> bool:
         return key in self.d
+
+    def table(self, key: str) -> _Fields:
+        if self.schema is None:
+            return _Fields(self.get(key, {}), self._key(key))
+        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
+        return _Fields({}, self._key(key), self.schema[key]["properties"])
 
     def int(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
         value, check = self._read(key, default, type="integer", minimum=lo, maximum=hi)
@@ -278,12 +285,6 @@ class _Fields:
         if pattern and not re.fullmatch(pattern, value):
             raise UserError(f"{self._key(key)}: unexpected characters in {value!r}")
         return value
-
-    def table(self, key: str) -> _Fields:
-        if self.schema is None:
-            return _Fields(self.get(key, {}), self._key(key))
-        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
-        return _Fields({}, self._key(key), self.schema[key]["properties"])
 
     def done(self) -> None:
         unknown = sorted(set(self.d) - self.used)
@@ -369,7 +370,7 @@ def parse_spec(d: dict) -> SweepSpec:
         raise UserError("budgets: missing (a list of FLOP budgets, or a table with values or "
                         "min/max/count)")
     budgets = _budgets(top)
-    tables = {key: read(top.table(key)) for key, read in TABLES.items()}
+    tables: dict[str, Any] = {key: read(top.table(key)) for key, read in TABLES.items()}
     top.done()
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)

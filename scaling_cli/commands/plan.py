@@ -69,15 +69,13 @@ def run(args: argparse.Namespace) -> int:
     vocab_size = check_number(args.vocab_size, "--vocab-size", integer=True, lo=1)
     seq_len = check_argument(args.seq_len, "data.seq_len", "--seq-len")
     budgets = [check_argument(text, "budgets", "--budget") for text in args.budget]
-    planned, dropped = [], []
-    for budget in budgets:
-        try:
-            plan = plan_budget_full(budget, n_sizes=n_sizes, span=span, convention=convention,
-                                    vocab_size=vocab_size, seq_len=seq_len)
-        except UserError as e:
-            raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
-        planned.extend(plan.runs)
-        dropped.extend(plan.dropped)
+    try:
+        plans = [plan_budget_full(budget, n_sizes=n_sizes, span=span, convention=convention,
+                                  vocab_size=vocab_size, seq_len=seq_len) for budget in budgets]
+    except UserError as e:
+        raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
+    planned = [r for p in plans for r in p.runs]
+    dropped = [d for p in plans for d in p.dropped]
     if args.json:
         print(json.dumps([run.to_dict() for run in planned], indent=2))
     else:
