@@ -74,7 +74,7 @@ from typing import Any
 
 from scaling.config import SCHEDULES
 from scaling.corpus import parse_synthetic
-from scaling.errors import UserError
+from scaling.errors import UserError, positive_number
 from scaling.flops import CONVENTIONS
 from scaling.tokenizer import parse_tokenizer
 from sweeps import hparams
@@ -471,7 +471,7 @@ def _grid(t: _Fields) -> GridSpec:
         if t.has("sizes") or t.has("span"):
             raise UserError("grid.params: give either explicit params or sizes/span, not both")
     out = GridSpec(
-        sizes=t.int("sizes", 7, lo=MIN_SIZES, hi=100) if params is None else len(params),
+        sizes=t.int("sizes", 7, lo=MIN_SIZES) if params is None else len(params),
         span=t.float("span", 30.0, lo=1, hi=1e6, lo_open=True),
         center=t.str("center", "chinchilla", ("chinchilla", "fit")),
         tokens_per_param=t.float("tokens_per_param", 20.0, lo=0, lo_open=True),
@@ -542,7 +542,7 @@ def _checks(t: _Fields) -> ChecksSpec:
 def _launcher(t: _Fields) -> LauncherSpec:
     out = LauncherSpec(
         kind=t.str("kind", "local", ("local", "slurm")),
-        workers=t.int("workers", 1, lo=1, hi=1024),
+        workers=t.int("workers", 1, lo=1),
         threads_per_worker=t.int("threads_per_worker", None, lo=1),
         partition=t.str("partition", None, pattern=SLURM_PATTERN),
         time_min=t.int("time_min", 60, lo=1),
@@ -613,8 +613,8 @@ def check_number(text: str, where: str, *, integer: bool = False, lo: Any = None
 def check_argument(text: str, key: str, where: str) -> Any:
     """A command-line value checked as the spec's `key` ("grid.sizes", "budgets") is: the
     same type and bounds, the one-line error naming `where` (e.g. "--sizes")."""
-    if key == "budgets":
-        return check_number(text, where, **BUDGET)
+    if key == "budgets":  # a positive number first, in the words of every FLOP argument
+        return _number(positive_number(text, where, " of FLOPs"), where, **BUDGET)
     table, _, name = key.partition(".")
     try:
         return getattr(TABLES[table](_Fields({name: _cli_value(text)}, table)), name)

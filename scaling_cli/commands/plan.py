@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", action="append", metavar="C", default=[],
                         help="FLOP budget, e.g. 1e18 (repeat for several)")
     parser.add_argument("--sizes", metavar="K", default="7",
-                        help="model sizes per budget (3 to 100, default 7)")
+                        help="model sizes per budget (>= 3, default 7)")
     parser.add_argument("--span", metavar="F", default="30",
                         help="ratio of the largest to the smallest size (default 30)")
     parser.add_argument("--convention", metavar="NAME", default="6N",
