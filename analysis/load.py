@@ -24,7 +24,7 @@ import pandas as pd
 
 from scaling.errors import UserError
 from scaling.fileio import read_jsonl
-from scaling.runs import METRICS_FILE, RunRecord, iter_runs
+from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs
 
 POINT_COLUMNS = ["run", "params", "params_non_embedding", "tokens", "flops", "budget", "loss"]
 LEVEL_BANDWIDTH_DEX = 0.02
@@ -144,7 +144,7 @@ def _excluded(run: RunRecord) -> str | None:
 
 
 def _point(run: RunRecord, convention: str | None) -> dict:
-    result = run.result
+    result = run.result or RunResult()  # _excluded lets only finished runs through
     flops = result.flops
     if convention is not None:
         by_convention = result.flops_by_convention or run.flops
@@ -155,13 +155,14 @@ def _point(run: RunRecord, convention: str | None) -> dict:
     return {"run": run.name, "params": result.n_params,
             "params_non_embedding": result.n_params_non_embedding,
             "tokens": result.n_tokens or run.n_tokens, "flops": flops,
-            "budget": result.budget or run.budget, "loss": float(result.eval_loss),
+            "budget": result.budget or run.budget, "loss": result.eval_loss,
             "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir)}
 
 
 def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, LoadInfo]:
-    rows, excluded = [], {}
-    conventions = set()
+    rows: list[dict] = []
+    excluded: dict[str, int] = {}
+    conventions: set[str] = set()
     for run in iter_runs(runs_dir):
         reason = _excluded(run)
         if reason:
@@ -191,10 +192,7 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:
     """Training curves: run, params, step, tokens, flops, loss (training loss per logged step;
     `eval_loss` too where logged). Diverged/failed runs are left out; unfinished ones too
-    unless include_unfinished."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f"{runs_dir}: expected a runs directory")
+    unless include_unfinished. Raises UserError when `runs_dir` is not a directory."""
     frames = []
     for run in iter_runs(runs_dir):
         if run.state in ("diverged", "failed", "unreadable") or (
