@@ -91,11 +91,8 @@ def _check_positive(df: pd.DataFrame, column: str, where: str) -> None:
     df[column] = values
 
 
-def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+def _csv_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The CSV's columns under our names, or a UserError naming the missing one."""
     df.columns = [str(c).strip() for c in df.columns]
     # Epoch AI's extraction of Chinchilla's Figure 4 names its columns this way; accepting
     # them lets `scaling fit` read that published data set as it is.
@@ -110,6 +107,25 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
                         f"flops / (6 params))")
     if df.empty:
         raise UserError(f"{path}: no rows")
+    return df
+
+
+def _csv_budgets(df: pd.DataFrame, path: Path) -> np.ndarray:
+    """The CSV's own budget column (positive where given), else budgets inferred from FLOPs."""
+    if "budget" not in df.columns:
+        return assign_budgets(df["flops"].to_numpy())
+    budget = pd.to_numeric(df["budget"], errors="coerce").to_numpy(dtype=np.float64)
+    if (np.isfinite(budget) & (budget <= 0)).any():
+        raise UserError(f"{path}: column 'budget' must be positive where given")
+    return budget
+
+
+def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    df = _csv_columns(df, path)
     for name in ("params", "loss", *(c for c in ("tokens", "flops") if c in df.columns)):
         _check_positive(df, name, str(path))
     if "tokens" not in df.columns:
@@ -121,13 +137,7 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
     if "params_non_embedding" not in df.columns:
         df["params_non_embedding"] = np.nan
     inferred = "budget" not in df.columns
-    if inferred:
-        df["budget"] = assign_budgets(df["flops"].to_numpy())
-    else:
-        budget = pd.to_numeric(df["budget"], errors="coerce").to_numpy(dtype=np.float64)
-        if (np.isfinite(budget) & (budget <= 0)).any():
-            raise UserError(f"{path}: column 'budget' must be positive where given")
-        df["budget"] = budget
+    df["budget"] = _csv_budgets(df, path)
     others = [c for c in df.columns if c not in POINT_COLUMNS]
     info = LoadInfo(source=str(path), kind="csv", budgets_inferred=inferred)
     return df[POINT_COLUMNS + others].copy(), info

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from analysis.fitdoc import read_fit
 from analysis.recommend import recommend
-from scaling_cli.main import main
 from scaling.fileio import atomic_write_json
+from scaling_cli.main import main
 
 LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
 
@@ -31,7 +32,7 @@ def _run(capsys, *argv):
 def test_readable_output(capsys, fit_path):
     code, out, _ = _run(capsys, "--budget", "1e21", "--fit", fit_path)
     assert code == 0
-    expect = recommend(json.loads(fit_path.read_text()), 1e21)
+    expect = recommend(read_fit(fit_path), 1e21)
     from analysis.plots import human_count
 
     assert human_count(expect.n_params) in out
@@ -44,7 +45,7 @@ def test_json_matches_the_library(capsys, fit_path):
                         "--vocab-size", "256", "--seq-len", "128")
     assert code == 0
     got = json.loads(out)
-    expect = recommend(json.loads(fit_path.read_text()), 1e21, vocab_size=256, seq_len=128)
+    expect = recommend(read_fit(fit_path), 1e21, vocab_size=256, seq_len=128)
     assert got["n_params"] == pytest.approx(expect.n_params)
     assert got["shape"]["vocab_size"] == 256 and got["shape"]["seq_len"] == 128
     assert got["fit_path"] == str(fit_path)
