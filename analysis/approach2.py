@@ -109,14 +109,11 @@ class PowerLawResult(PowerLaw):
 
     def checked(self) -> PowerLawResult:
         """Itself, or a UserError when the frontier does not grow with compute."""
-        for name in ("a", "b"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise UserError(f"{self.approach}: fitted exponent {name} = {value:.3g} is "
-                                "outside (0, 1): the optima do not grow with compute")
-        for name in ("k_params", "k_tokens"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise UserError(f"{self.approach}: fitted {name} is not a positive number")
+        for name, value in self.params.items():
+            ok = 0 < value < 1 if name in ("a", "b") else math.isfinite(value) and value > 0
+            if not ok:
+                raise UserError(f"{self.approach}: fitted {name} = {value:.3g} is out of its "
+                                "domain: the optima do not grow with compute")
         return self
 
 

@@ -136,15 +136,12 @@ class Approach3Result(ParametricLaw):
                 "beta": self.beta, "a": self.a, "b": self.b, "G": float(self.G)}
 
     def checked(self) -> Approach3Result:
-        """Itself, or a UserError when the law leaves its domain (a term that grows with
-        scale, or a negative or infinite coefficient)."""
-        for name in ("alpha", "beta"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{self.method}: fitted {name} = {getattr(self, name):.3g} is "
-                                "not positive: loss would grow with scale")
-        for name in ("A", "B", "E"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise UserError(f"{self.method}: fitted {name} is not a finite number >= 0")
+        """Itself, or a UserError when the law leaves its domain (alpha, beta > 0: loss falls
+        with scale; A, B, E finite and >= 0)."""
+        for name in LAW_KEYS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if name in ("alpha", "beta") else value >= 0)):
+                raise UserError(f"{self.method}: fitted {name} = {value:.3g} is out of its domain")
         return self
 
     def to_dict(self) -> dict:

@@ -146,7 +146,7 @@ class FitDocument:
         if not isinstance(d, dict):
             raise UserError(f"{where}: expected a JSON object (the fit.json written by "
                             "`scaling fit`)")
-        params_kind = _text(d, "params_kind", where, "total")
+        params_kind = _typed(d, "params_kind", where, "total")
         if params_kind not in PARAMS_KINDS:
             raise UserError(f"{where}.params_kind: expected one of {', '.join(PARAMS_KINDS)}, "
                             f"got {params_kind!r}")
@@ -163,11 +163,11 @@ class FitDocument:
         if d.get("holdout") is not None:
             validation["holdout"] = _read_holdout(_object(d["holdout"], f"{where}.holdout"),
                                                   f"{where}.holdout")
-        return cls(source=_text(d, "source", where, ""), kind=_text(d, "kind", where, ""),
+        return cls(source=_typed(d, "source", where, ""), kind=_typed(d, "kind", where, ""),
                    n_points=_count(d, "n_points", where), excluded=dict(excluded),
                    dropped_highest=_count(d, "dropped_highest", where),
-                   convention=_text(d, "convention", where, "6N"), params_kind=params_kind,
-                   budgets_inferred=_flag(d, "budgets_inferred", where, False),
+                   convention=_typed(d, "convention", where, "6N"), params_kind=params_kind,
+                   budgets_inferred=_typed(d, "budgets_inferred", where, False, bool),
                    huber_delta=_number(d, "huber_delta", where, _POSITIVE, default=HUBER_DELTA),
                    approaches=approaches, bootstrap=bootstrap, validation=validation)
 
@@ -246,19 +246,11 @@ def _count(d: dict, key: str, where: str) -> int:
     return int(v)
 
 
-def _text(d: dict, key: str, where: str, default: str) -> str:
-    v = d.get(key)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise UserError(f"{where}.{key}: expected text, got {v!r}")
-    return v
-
-
-def _flag(d: dict, key: str, where: str, default: bool) -> bool:
-    v = d.get(key, default)
-    if not isinstance(v, bool):
-        raise UserError(f"{where}.{key}: expected true or false, got {v!r}")
+def _typed(d: dict, key: str, where: str, default: Any, kind: type = str) -> Any:
+    v = default if d.get(key) is None else d[key]
+    if not isinstance(v, kind):
+        expected = "true or false" if kind is bool else "text"
+        raise UserError(f"{where}.{key}: expected {expected}, got {v!r}")
     return v
 
 
@@ -280,7 +272,7 @@ def _read_approach(name: str, block: Any, where: str) -> tuple[Result | Approach
         result: Result = Approach3Result(
             **core, objective=block["objective"] if _is_number(block.get("objective"))
             else math.nan, n_points=_count(block, "n_points", where),
-            method=_text(block, "method", where, "lbfgs"), n_starts=_count(block, "n_starts", where),
+            method=_typed(block, "method", where, "lbfgs"), n_starts=_count(block, "n_starts", where),
             extra=_extras(block, extra_keys))
     else:
         core = {k: _number(block, k, where, _DOMAIN[k]) for k in POWER_KEYS}
@@ -313,8 +305,8 @@ def _read_minimum(m: dict, where: str) -> IsoFlopMinimum:
         params_opt=_number(m, "params_opt", where, _POSITIVE),
         tokens_opt=_number(m, "tokens_opt", where, _POSITIVE),
         loss_opt=_number(m, "loss_opt", where, _POSITIVE),
-        bracketed=_flag(m, "bracketed", where, True),
-        curvature_positive=_flag(m, "curvature_positive", where, True),
+        bracketed=_typed(m, "bracketed", where, True, bool),
+        curvature_positive=_typed(m, "curvature_positive", where, True, bool),
         log_params_se=float(se) if _is_number(se) else math.nan,
         n_points=_count(m, "n_points", where),
         coeffs=None if coeffs is None else tuple(float(c) for c in coeffs))
@@ -357,5 +349,5 @@ def _read_holdout(h: dict, where: str) -> Holdout:
                    observed_params_opt=_number(observed, "params_opt", f"{where}.observed",
                                                _POSITIVE),
                    observed_loss_opt=_number(observed, "loss_opt", f"{where}.observed"),
-                   observed_bracketed=_flag(observed, "bracketed", f"{where}.observed", True),
+                   observed_bracketed=_typed(observed, "bracketed", f"{where}.observed", True, bool),
                    predicted=predicted, notes=tuple(map(str, notes)))

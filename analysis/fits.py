@@ -135,6 +135,3 @@ def fit_source(src: str | Path, *, approaches: str | tuple = "all", drop_highest
         curves = load_curves(src)
     return fit_points(points, info, curves, approaches=approaches, **options)
 
-
-__all__ = ["APPROACHES", "FitWarning", "fit_all", "fit_points", "fit_source",
-           "parse_approaches", "with_params_kind"]

@@ -110,16 +110,6 @@ def _csv_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df
 
 
-def _csv_budgets(df: pd.DataFrame, path: Path) -> np.ndarray:
-    """The CSV's own budget column (positive where given), else budgets inferred from FLOPs."""
-    if "budget" not in df.columns:
-        return assign_budgets(df["flops"].to_numpy())
-    budget = pd.to_numeric(df["budget"], errors="coerce").to_numpy(dtype=np.float64)
-    if (np.isfinite(budget) & (budget <= 0)).any():
-        raise UserError(f"{path}: column 'budget' must be positive where given")
-    return budget
-
-
 def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
     try:
         df = pd.read_csv(path)
@@ -137,7 +127,13 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
     if "params_non_embedding" not in df.columns:
         df["params_non_embedding"] = np.nan
     inferred = "budget" not in df.columns
-    df["budget"] = _csv_budgets(df, path)
+    if inferred:
+        df["budget"] = assign_budgets(df["flops"].to_numpy())
+    else:
+        budget = pd.to_numeric(df["budget"], errors="coerce").to_numpy(dtype=np.float64)
+        if (np.isfinite(budget) & (budget <= 0)).any():
+            raise UserError(f"{path}: column 'budget' must be positive where given")
+        df["budget"] = budget
     others = [c for c in df.columns if c not in POINT_COLUMNS]
     info = LoadInfo(source=str(path), kind="csv", budgets_inferred=inferred)
     return df[POINT_COLUMNS + others].copy(), info

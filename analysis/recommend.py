@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from analysis.approach3 import ParametricLaw
+from analysis.bootstrap import percentile_interval
 from analysis.fitdoc import PARAMETRIC, FitDocument
 from scaling.errors import UserError
 from scaling.shapes import solve_shape
@@ -95,16 +96,6 @@ def effective_params(n_params, base_params, r_star=MUENNIGHOFF_R_N_STAR):
     u_n = np.minimum(base_params, n_params)
     repeats = np.maximum(n_params / u_n - 1.0, 0.0)
     return u_n + u_n * r_star * (1.0 - np.exp(-repeats / r_star))
-
-
-def _interval(values: np.ndarray, level: float) -> tuple[float, float] | None:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return None
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return float(lo), float(hi)
 
 
 # --------------------------------------------------------------------------- modes
@@ -306,11 +297,9 @@ def _intervals(point: dict, boot: dict | None, level: float, mode: str) -> dict:
     """Percentile intervals of every sampled quantity, and of the plan's own fields."""
     ci: dict[str, tuple[float, float]] = {}
     for key, samples in (boot or {}).items():
-        if key.split(".", 1)[1] in _INPUTS or np.asarray(point[key]).dtype == bool:
-            continue
-        iv = _interval(samples, level)
-        if iv is not None:
-            ci[key] = iv
+        if (key.split(".", 1)[1] not in _INPUTS and np.asarray(point[key]).dtype != bool
+                and np.isfinite(samples).sum() >= 2):
+            ci[key] = tuple(percentile_interval(samples, level))
     ci.update({field_: ci[src] for field_, src in _PLAN[mode].items() if src in ci})
     return ci
 
