@@ -92,11 +92,8 @@ def _check_positive(df: pd.DataFrame, column: str, where: str) -> None:
     df[column] = values
 
 
-def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+def _csv_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The CSV's columns under our names, or a UserError naming the missing one."""
     df.columns = [str(c).strip() for c in df.columns]
     # Epoch AI's extraction of Chinchilla's Figure 4 names its columns this way; accepting
     # them lets `scaling fit` read that published data set as it is.
@@ -111,6 +108,15 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
                         f"flops / (6 params))")
     if df.empty:
         raise UserError(f"{path}: no rows")
+    return df
+
+
+def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    df = _csv_columns(df, path)
     for name in ("params", "loss", *(c for c in ("tokens", "flops") if c in df.columns)):
         _check_positive(df, name, str(path))
     if "tokens" not in df.columns:

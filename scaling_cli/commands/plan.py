@@ -108,15 +108,13 @@ def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
     # analysis imports pandas and JAX: only --simulate pays for them, not `scaling --help`
     import pandas as pd
 
-    from analysis.approach3 import Approach3Result
+    from analysis.fitdoc import read_fit
     from analysis.simulate import EPOCH_LAW, simulate_study
 
     law, source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
     fit_path = sweep_dir / "fit.json"
-    if fit_path.is_file():
-        block = read_json_object(fit_path).get("approach3")
-        if isinstance(block, dict) and "error" not in block:
-            law, source = Approach3Result.from_dict(block), str(fit_path)
+    if fit_path.is_file() and read_fit(fit_path).parametric("approach3")[1] is not None:
+        law, source = read_fit(fit_path).parametric("approach3")[1], str(fit_path)
     design = pd.DataFrame({"params": [p.n_params for p in planned],
                            "tokens": [p.n_tokens for p in planned],
                            "budget": [p.budget for p in planned]})
