@@ -304,8 +304,8 @@ class RunRecord:
     """One run as every reader sees it: where it is, its resolved config, state and result."""
 
     run_dir: Path
-    name: str  # the run directory's name (the config's run name)
-    sweep: str  # the sweep directory it sits in ("default" for runs of no sweep)
+    name: str  # the config's run name (else the run directory's name)
+    sweep: str  # the config's sweep (else the directory it sits in; "default" for no sweep)
     state: str  # effective_state, or "unreadable" (then `reason` says why)
     reason: str | None = None
     param_counts: dict[str, float] = field(default_factory=dict)  # by group, "total" included
@@ -355,6 +355,9 @@ def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunReco
         config, status, result = read_config_json(run_dir), read_status(run_dir), read_result(run_dir)
     except UserError as e:
         return RunRecord(**where, state="unreadable", reason=str(e))
+    for key, config_key in (("name", "run_name"), ("sweep", "sweep")):  # as the run was named
+        if isinstance(config.get(config_key), str) and config[config_key]:
+            where[key] = config[config_key]
     state = _effective(status, result is not None)
     model, optim = _table(config, "model"), _table(config, "optim")
     convention = config.get("convention")
