@@ -7,9 +7,10 @@ holdout). `recommend`, `plots` and `report` take a FitDocument and ask it for la
 frontier N*(C), D*(C) and the loss L(N, D) are methods of the result types, evaluated on
 one law or on every bootstrap sample at once.
 
-The JSON layout (docs: the fit.json contract) is flat per approach: the result's keys, then
-"<name>_ci" for every bootstrapped estimate and a "bootstrap" block {level, n, seed,
-samples}; validation results sit at the top level under their names. Reading checks every
+The JSON layout (`FitDocument.to_dict`) keeps every key fit.json always had. It is flat per
+approach: the result's keys, then "<name>_ci" for every bootstrapped estimate and a
+"bootstrap" block {level, n, seed, samples}; validation results sit at the top level under
+their names (new validations and per-approach extras are added as new keys). Reading checks every
 number (finite, in its domain) and refuses a bad one with a UserError naming the key;
 "_ci" keys are recomputed from the samples, never trusted.
 """
@@ -30,10 +31,10 @@ from analysis.artifacts import read_fit as read_fit_json
 from analysis.bootstrap import DEFAULT_LEVEL, Bootstrap, Holdout
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_json
+from scaling.shapes import PARAMS_KINDS
 
 APPROACHES = ("approach1", "approach2", "approach3", "vpnls")
 PARAMETRIC = ("approach3", "vpnls")
-PARAMS_KINDS = ("total", "non_embedding")
 Result = Approach3Result | PowerLawResult
 Law = ParametricLaw | PowerLaw
 

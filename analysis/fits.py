@@ -25,9 +25,10 @@ from analysis.approach1 import fit_approach1, fit_approach1_points
 from analysis.approach2 import FitWarning, fit_approach2
 from analysis.approach3 import fit_approach3, fit_vpnls
 from analysis.bootstrap import DEFAULT_LEVEL, bootstrap, check_level, holdout_largest_budget
-from analysis.fitdoc import PARAMS_KINDS, ApproachError, FitDocument, Result
+from analysis.fitdoc import ApproachError, FitDocument, Result
 from analysis.load import LoadInfo, load_curves, load_points
 from scaling.errors import UserError
+from scaling.shapes import PARAMS_KINDS
 
 APPROACHES = ("1", "2", "3")
 
