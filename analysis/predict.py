@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from analysis.approach3 import Approach3Result
 from analysis.bootstrap import _approach3_samples, resample_indices
+from analysis.noise import NoiseEstimate
 from scaling.errors import UserError
 
 N_DRAWS = 40_000  # Monte Carlo draws for a PI (quantile error ~0.3% of the interval)
@@ -148,5 +150,38 @@ def bootstrap_law_samples(points: Any, law: Any, n: int = 200, seed: int = 0) ->
                                                       law))
 
 
+PARAMETRIC = ("approach3", "vpnls")  # the approaches that model L(N, D)
+
+
+def predict_from_fit(doc: dict, n_params: float, n_tokens: float, *, level: float = 0.8,
+                     seed: int = 0) -> dict:
+    """`scaling predict`'s answer from a fit.json object: per parametric approach the loss,
+    its CI (bootstrap samples in the fit, if any) and PI (with the fit's `noise` block);
+    the top-level keys repeat the first approach present (approach3 before vpnls)."""
+    if not isinstance(doc.get("noise"), dict):
+        raise UserError("fit: no noise estimate in this fit.json (written before noise was "
+                        "measured); rerun `scaling fit` on its source")
+    noise = NoiseEstimate.from_dict(doc["noise"])
+    out: dict = {}
+    for key in PARAMETRIC:
+        section = doc.get(key)
+        if not isinstance(section, dict) or "error" in section:
+            continue
+        law = Approach3Result.from_dict(section)
+        boot = section.get("bootstrap")
+        samples = LawSamples.from_samples(boot["samples"]) if isinstance(boot, dict) else None
+        p = predict_loss(law, n_params, n_tokens, sigma=noise.sigma, samples=samples,
+                         level=level, dof=noise.dof, approach=key, noise_source=noise.source,
+                         seed=seed)
+        out[key] = p.to_dict()
+    if not out:
+        raise UserError("fit: no parametric approach (approach3 or vpnls) in this fit.json")
+    first = out[next(iter(out))]
+    return {"loss": first["loss"], "loss_ci": first["loss_ci"], "loss_pi": first["loss_pi"],
+            "approach": first["approach"], "level": level, "n_params": first["n_params"],
+            "n_tokens": first["n_tokens"], "flops": first["flops"], "sigma": noise.sigma,
+            "noise_source": noise.source, "approaches": out}
+
+
 __all__ = ["LawSamples", "Prediction", "bootstrap_law_samples", "noise_draws", "pi_coverage",
-           "predict_loss", "resolve_point"]
+           "predict_from_fit", "predict_loss", "resolve_point"]

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FLOP convention for a runs dir (default: each run's own)")
     parser.add_argument("--holdout", action="store_true",
                         help="also fit on all but the largest budget and predict it")
+    parser.add_argument("--rollout", action="store_true",
+                        help="rolling-origin validation: fit budgets 1..k, predict k+1")
+    parser.add_argument("--fix-E", type=float, default=None, metavar="VALUE", dest="fix_E",
+                        help="pin the irreducible loss E of the compute-frontier law")
+    parser.add_argument("--exclude", action="append", default=[], metavar="RUN",
+                        help="leave this run out (repeatable), e.g. a flagged outlier")
     parser.add_argument("--json", action="store_true", help="print the fit.json object")
     parser.add_argument("-o", "--output", default=None, metavar="FIT.json",
                         help="where to write fit.json")
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from analysis import bootstrap as boot
-    from analysis import fits, load
+    from analysis import fits, forecast, load
     from scaling.errors import UserError
     from scaling.fileio import atomic_write_json, to_json
 
@@ -75,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         points, info = load.load_points(src, drop_highest=args.drop_highest,
                                         convention=args.convention)
         points = fits.with_params_kind(points, args.params)
+        if args.exclude:
+            points = forecast.exclude(points, args.exclude)
+        if args.fix_E is not None:
+            forecast.check_fixed_E(args.fix_E, points["loss"])
         curves = None
         if src.is_dir() and args.approach in ("1", "all"):
             curves = load.load_curves(src)
@@ -85,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
                            level=args.level).annotate(doc)
         if args.holdout:
             doc["holdout"] = boot.holdout_largest_budget(points)
+        doc.update(forecast.forecast_blocks(
+            points, results, fix_E=args.fix_E, rollout=args.rollout,
+            n_bootstrap=args.bootstrap or forecast.ROLLOUT_BOOTSTRAP, level=args.level,
+            seed=args.seed))
+        if args.exclude:
+            doc["excluded_runs"] = list(args.exclude)
     for w in caught:
         if issubclass(w.category, fits.FitWarning):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -150,8 +166,41 @@ def format_table(doc: dict) -> str:
     ci_level = next((doc[c]["bootstrap"]["level"] for c in cols if "bootstrap" in doc[c]), None)
     if ci_level:
         notes.append(f"[lo, hi]: {ci_level:.0%} bootstrap percentile intervals")
+    notes += forecast_notes(doc)
     if "holdout" in doc:
         h = doc["holdout"]["approach3"]
         notes.append(f"holdout (largest budget): approach3 ln(N* pred/obs) = "
                      f"{h['params_opt_log_error']:+.3f}, loss error {h['loss_opt_error']:+.4f}")
     return "\n".join(text + notes)
+
+
+def forecast_notes(doc: dict) -> list[str]:
+    """Noise, outliers, frontier and rollout lines under the table."""
+    out = []
+    noise = doc.get("noise")
+    if noise:
+        lo, hi = noise["sigma_ci"]
+        out.append(f"noise: sigma {noise['sigma']:.3g} of log loss [{lo:.3g}, {hi:.3g}] "
+                   f"from {noise['source']} ({noise['note']})")
+    for o in doc.get("outliers", []):
+        out.append(f"outlier: {o['run']} loss {o['loss']:.4g} vs law {o['predicted']:.4g} "
+                   f"({o['z']:+.1f} sigma); leave it out with --exclude {o['run']}")
+    front = doc.get("frontier")
+    if front and "law" in front:
+        law = front["law"]
+        out.append(f"frontier: L*(C) = {law['E']:.4g} + {law['A']:.4g} C^-{law['gamma']:.4g}"
+                   + (" (E fixed)" if law["fixed_E"] else ""))
+    roll = doc.get("rollout")
+    if roll:
+        out.append(f"rollout over {roll['mode']} ({roll['level']:.0%} PI):")
+        out.append("  target      n  loss* err  ln N* err  runs |err|  runs in PI")
+        for st in roll["steps"]:
+            out.append(f"  {st['target']:<9.3g} {st['n_target']:>3}  "
+                       f"{st['loss_opt_error']:+9.2%}  {st['params_opt_log_error']:+9.3f}  "
+                       f"{st['points_loss_mean_abs_rel_error']:9.2%}  "
+                       f"{st['points_pi_coverage']:9.0%}")
+        m = roll["summary"]
+        out.append(f"  mean |loss* err| {m['loss_opt_mean_abs_error']:.2%}, mean |ln N* err| "
+                   f"{m['params_opt_mean_abs_log_error']:.3f}, runs in PI "
+                   f"{m['points_pi_coverage']:.0%}")
+    return out
