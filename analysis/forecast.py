@@ -25,9 +25,11 @@ def forecast_blocks(points: pd.DataFrame, results: dict[str, Any], *,
                     fix_E: float | None = None, rollout: bool = False,
                     n_bootstrap: int = ROLLOUT_BOOTSTRAP, level: float = 0.8,
                     seed: int = 0, outlier_sigma: float = DEFAULT_OUTLIER_SIGMA) -> dict:
-    """{"noise", "outliers"} when Approach 3 was fitted, {"frontier"} when Approach 2's
+    """{"sweeps"} for runs dirs, {"noise", "outliers"} when Approach 3 was fitted, {"frontier"} when Approach 2's
     minima exist (3+ budgets), {"rollout"} when asked."""
     out: dict = {}
+    if "sweep" in points:  # which sweeps a forecast from this fit may be scored against
+        out["sweeps"] = sorted({str(x) for x in points["sweep"]})
     law = results.get("approach3")
     if law is not None and not isinstance(law, dict):
         noise = estimate_noise(points, law, level=level)

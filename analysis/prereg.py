@@ -97,7 +97,10 @@ def _num(x) -> float | None:
 
 
 def fit_sweeps(fit: dict) -> set[str]:
-    """Sweep names of the runs a fit was made from (empty when its source is a CSV)."""
+    """Sweep names of the runs a fit was made from: its "sweeps" (written by `scaling fit`),
+    else those under its source directory (empty when its source is a CSV)."""
+    if isinstance(fit.get("sweeps"), list):
+        return {str(s) for s in fit["sweeps"]}
     source = Path(str(fit.get("source", "")))
     if not source.is_dir():
         return set()
