@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from scaling.errors import UserError
 from scaling.fileio import read_json_object
+from scaling.runs import iter_runs
 
 
 def default_fit_path(src: str | Path) -> Path:
@@ -47,18 +47,10 @@ def read_fit(path: str | Path) -> dict:
 
 
 def model_dims(src: str | Path | None) -> tuple[int | None, int | None]:
-    """(vocab_size, seq_len) of the runs in a runs directory, from the first config.json."""
-    if src is None:
+    """(vocab_size, seq_len) of the runs in a runs directory, from the first run that has them."""
+    if src is None or not Path(src).is_dir():
         return None, None
-    src = Path(src)
-    if not src.is_dir():
-        return None, None
-    for pattern in ("*/config.json", "*/*/config.json"):
-        for cfg_path in sorted(src.glob(pattern)):
-            try:
-                with open(cfg_path, encoding="utf-8") as f:
-                    model = json.load(f).get("model", {})
-                return int(model["vocab_size"]), int(model["seq_len"])
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                continue
+    for run in iter_runs(src):
+        if run.vocab_size and run.seq_len:
+            return int(run.vocab_size), int(run.seq_len)
     return None, None

@@ -125,7 +125,7 @@ def fit_all(points: pd.DataFrame, curves: pd.DataFrame | None = None,
 
 def fit_document(points: pd.DataFrame, info: Any, results: dict[str, Result | dict], *,
                  params_kind: str = "total") -> dict:
-    """The fit.json object (COMMON.md contract) for these results."""
+    """The fit.json object (docs/architecture.md contract) for these results."""
     info_d = info.to_dict() if hasattr(info, "to_dict") else dict(info or {})
     doc = {"source": info_d.get("source", ""), "n_points": int(len(points)),
            "excluded": info_d.get("excluded", {}),

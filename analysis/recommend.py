@@ -1,6 +1,6 @@
 """From a saved fit to a plan: how many parameters, how many tokens, which shape, what loss.
 
-Three modes, all pure functions of a fit dict (the `fit.json` contract in DESIGN.md):
+Three modes, all pure functions of a fit dict (the `fit.json` contract in docs/architecture.md):
 
 * compute-optimal (Hoffmann et al. 2022): N*(C), D*(C) from the chosen approach's frontier
   under C = 6 N D, and the loss the parametric law L(N, D) = E + A/N^alpha + B/D^beta

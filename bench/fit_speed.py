@@ -1,6 +1,6 @@
 """Approach 3 speed: our batched fit vs the plain reference, side by side, same data.
 
-Data: Epoch's extraction of Chinchilla's Figure 4 (../shared/data), 5 highest losses dropped.
+Data: Epoch's extraction of Chinchilla's Figure 4 (data/reference/), 5 highest losses dropped.
 Reference: scipy L-BFGS-B (analytic gradient, default tolerances) started from each of the
 4,500 grid points in a Python loop, raw parameters, as the published replication does;
 the best optimum is kept. If the loop would run past --ref-budget seconds, a random subset
@@ -42,7 +42,7 @@ from analysis.bootstrap import resample_indices  # noqa: E402
 from analysis.load import chinchilla_csv_to_points, drop_highest_loss  # noqa: E402
 from analysis.simulate import EPOCH_LAW  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "chinchilla_svg_extracted.csv"
+DATA = ROOT / "data" / "reference" / "chinchilla_svg_extracted.csv"
 DELTA = 1e-3
 
 
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     # --- reference loop over the grid (random order; extrapolate if over budget)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(grid))
-    ref_best, done, t0, c0 = (math.inf, None), 0, time.perf_counter(), time.process_time()
+    ref_best: tuple[float, np.ndarray] = (math.inf, np.full(5, np.nan))  # (objective, x)
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
     for i in order:
         f, x = ref_fit(grid[i:i + 1], log_n, log_d, log_l)
         if f < ref_best[0]:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from scaling.errors import UserError
-from scaling.shapes import ModelConfig
+from scaling.flops import param_counts
+from scaling.model_config import ModelConfig
 
 SCHEDULES = ("cosine", "constant", "wsd")
 
@@ -95,8 +96,6 @@ class RunConfig:
 
         e.g. `c1.0e+12_n123456_d9.9e+06_L4_D128_3f2a9c1b` (see sweeps.grid.parse_run_name).
         """
-        from scaling.flops import param_counts  # cheap, but keeps this module import-light
-
         n_params = param_counts(self.model)["total"]
         budget = f"c{self.budget:.1e}_" if self.budget else ""
         digest = hashlib.sha256(

@@ -6,7 +6,7 @@ Sources:
   decoded as UTF-8 with errors="replace". `site-packages`/`dist-packages` are excluded: they
   hold whatever the user installed, not the standard library, and would make the corpus
   (and its hash) depend on the environment. The stdlib's own `test/` package is kept.
-  One file is one document and one split unit (DESIGN.md: split by a hash of the path).
+  One file is one document and one split unit (docs/architecture.md: split by a hash of the path).
 - "text:PATH": a text file, a `.jsonl` file (one object per line with a string "text"), or
   a directory of them (recursively, sorted; names starting with "." are skipped, and so are
   files whose first 8 KiB contain a NUL byte, i.e. binaries). A JSONL record is a document
@@ -113,7 +113,7 @@ def _is_binary(path: Path) -> bool:
 
 
 def _jsonl_units(path: Path, rel: str, doc_start: int) -> list[Unit]:
-    units = []
+    units: list[Unit] = []
     text = path.read_bytes().decode("utf-8", errors="replace")
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ class TokenData:
     train: np.ndarray  # 1-D token ids (a read-only memmap), documents separated by 0
     valid: np.ndarray  # 1-D held-out token ids
     vocab_size: int
-    corpus_hash: str  # sha256 of the corpus text and split rule (DESIGN: goes in config.json)
+    corpus_hash: str  # sha256 of the corpus text and split rule (goes in config.json)
     bytes_per_token: float  # train split: UTF-8 bytes (separator = 1 byte) per token
     source: str  # human-readable description of the corpus
     tokenizer: str  # the data.tokenizer spec
@@ -311,9 +310,3 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
-
-def timed_load(data_cfg: DataConfig, *, seq_len: int, cache_dir=None) -> tuple[TokenData, float]:
-    """load_tokens plus its wall time in seconds (for logs and benchmarks)."""
-    t0 = time.perf_counter()
-    data = load_tokens(data_cfg, seq_len=seq_len, cache_dir=cache_dir)
-    return data, time.perf_counter() - t0

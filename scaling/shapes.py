@@ -1,53 +1,18 @@
-"""ModelConfig: the shape of one decoder-only transformer, and the shape solver.
+"""The shape solver: a target parameter count -> a `ModelConfig` (scaling.model_config).
 
-The model family (what `scaling/model.py` builds and `scaling/flops.py` counts):
-token embedding (vocab_size x d_model); n_layers pre-norm blocks, each with
-RMSNorm (scale only) -> causal multi-head attention with RoPE (Wq, Wk, Wv: d_model x
-n_heads*head_dim, Wo: n_heads*head_dim x d_model, no biases; optional QK-norm with a
-head_dim scale each for q and k) -> RMSNorm -> MLP (SwiGLU: three d_model x d_ff matrices;
-GELU: two), no biases; a final RMSNorm; an unembedding (d_model x vocab_size) unless tied.
-
-`solve_shape` turns a target parameter count into such a shape under a named, frozen
-`ShapeRecipe` (aspect ratio, head size, width and d_ff rounding); `make_config` applies the
-recipe to a given width and depth. Parameter counts themselves live in `scaling.flops`.
+`solve_shape` turns a target parameter count into a shape of the model family under a named,
+frozen `ShapeRecipe` (aspect ratio, head size, width and d_ff rounding); `make_config` applies
+the recipe to a given width and depth. Parameter counts themselves live in `scaling.flops`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-MLP_KINDS = ("swiglu", "gelu")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    seq_len: int
-    n_layers: int
-    d_model: int
-    n_heads: int
-    head_dim: int
-    d_ff: int
-    mlp: str = "swiglu"
-    tie_embeddings: bool = True
-    qk_norm: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "d_ff"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.{name}: expected a positive integer, got {value!r}")
-        if self.mlp not in MLP_KINDS:
-            raise ValueError(f"model.mlp: expected one of {', '.join(MLP_KINDS)}, got {self.mlp!r}")
-
-    @property
-    def d_attn(self) -> int:
-        return self.n_heads * self.head_dim
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from scaling.errors import UserError, positive_number
+from scaling.flops import param_counts
+from scaling.model_config import MLP_KINDS, ModelConfig, mlp_matrices
 
 # --------------------------------------------------------------------------------------
 # The shape solver: target parameter count -> (n_layers, d_model, n_heads, head_dim, d_ff)
@@ -174,9 +139,6 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
     model of this vocabulary (d_model = 8, one layer) by more than the recipe's tolerance,
     or above MAX_TARGET_PARAMS.
     """
-    from scaling.errors import UserError, positive_number
-    from scaling.flops import mlp_matrices, param_counts
-
     target = positive_number(target_params, "target_params")
     if target > MAX_TARGET_PARAMS:
         raise UserError(f"target_params: {target:.3g} is above the largest supported model "

@@ -22,6 +22,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from scaling.config import DataConfig
+from scaling.data import load_tokens
 from scaling.errors import UserError
 
 MIN_STEPS_ERROR = 10
@@ -105,9 +107,6 @@ def enforce(findings: list[Finding], *, strict: bool) -> None:
 
 
 def _train_tokens(spec) -> int:
-    from scaling.config import DataConfig
-    from scaling.data import load_tokens
-
     data = load_tokens(DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
                                   eval_tokens=spec.data.eval_tokens),
                        seq_len=spec.data.seq_len)

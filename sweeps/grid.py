@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from scaling.errors import UserError, positive_number
 from scaling.flops import check_convention, flops_per_token, param_counts
+from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.shapes import DEFAULT_RECIPE, ModelConfig, ShapeRecipe, solve_shape
 
 MAX_BUDGET = 1e30
@@ -138,7 +139,7 @@ def _plan_targets(budget: float, targets, convention: str, vocab_size: int, seq_
 
 
 def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
-                     convention: str = "6N", vocab_size: int = 256, seq_len: int = 256,
+                     convention: str = "6N", vocab_size: int = 256, seq_len: int = DEFAULT_SEQ_LEN,
                      tokens_per_param: float = 20.0, center_params: float | None = None,
                      batch_size: int | None = None, tolerance: float = 0.01,
                      mlp: str = "swiglu", tie_embeddings: bool = True, qk_norm: bool = False,
@@ -185,7 +186,7 @@ def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
 
 
 def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: int = 256,
-               seq_len: int = 256, batch_size: int | None = None, tolerance: float = 0.01,
+               seq_len: int = DEFAULT_SEQ_LEN, batch_size: int | None = None, tolerance: float = 0.01,
                mlp: str = "swiglu", tie_embeddings: bool = True, qk_norm: bool = False,
                recipe: ShapeRecipe = DEFAULT_RECIPE) -> BudgetPlan:
     """The grid's mechanics (steps 3-5) for the caller's own target sizes: each solved,
@@ -199,12 +200,7 @@ def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: in
     return BudgetPlan(budget=budget, center_params=None, runs=tuple(runs), dropped=tuple(dropped))
 
 
-def plan_budget(budget: float, **kwargs) -> list[PlannedRun]:
-    """The runs of `plan_budget_full` (same keyword arguments), smallest model first."""
-    return list(plan_budget_full(budget, **kwargs).runs)
-
-
-def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: int = 256,
+def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: int = DEFAULT_SEQ_LEN,
                     tokens_per_param: float = 20.0, mlp: str = "swiglu",
                     tie_embeddings: bool = True, qk_norm: bool = False,
                     recipe: ShapeRecipe = DEFAULT_RECIPE) -> float:
@@ -245,4 +241,4 @@ def parse_run_name(name: str) -> dict:
 
 
 __all__ = ["MAX_BUDGET", "MIN_SIZES", "BudgetPlan", "Dropped", "PlannedRun",
-           "parse_run_name", "plan_budget", "plan_budget_full", "plan_sizes", "smallest_budget"]
+           "parse_run_name", "plan_budget_full", "plan_sizes", "smallest_budget"]

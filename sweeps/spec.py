@@ -65,16 +65,25 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from scaling.config import SCHEDULES
+from scaling.corpus import parse_synthetic
 from scaling.errors import UserError
+from scaling.model_config import DEFAULT_SEQ_LEN
+from scaling.flops import CONVENTIONS
+from scaling.tokenizer import parse_tokenizer
+from sweeps import hparams
+from sweeps.grid import MAX_BUDGET, MIN_SIZES
+from sweeps.ownership import spec_hash
 
-CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
-MAX_BUDGET = 1e30
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
+SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
+BUDGET = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
 
 
 # ----------------------------------------------------------------------------- schema
@@ -84,7 +93,7 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 class DataSpec:
     source: str = "stdlib"
     tokenizer: str = "bytes"
-    seq_len: int = 128
+    seq_len: int = DEFAULT_SEQ_LEN
     eval_tokens: int = 65_536
     max_epochs: float | None = None
 
@@ -184,8 +193,6 @@ class SweepSpec:
     def digest(self) -> str:
         """Hash of what the spec plans (launcher options excluded: running the same study
         with more workers or on another cluster is still the same study)."""
-        from scaling.runs import spec_hash
-
         d = self.to_dict()
         d.pop("launcher")
         return spec_hash(d)
@@ -197,12 +204,8 @@ class SweepSpec:
 
 def vocab_size_for(data: DataSpec) -> int:
     """The model vocabulary the tokenizer (or the synthetic source) implies."""
-    from scaling.tokenizer import parse_tokenizer
-
     tokenizer = parse_tokenizer(data.tokenizer)  # the trainer parses it whatever the source
     if data.source.startswith("synthetic"):
-        from scaling.corpus import parse_synthetic
-
         return int(parse_synthetic(data.source)["vocab"])
     return tokenizer.vocab_size
 
@@ -211,12 +214,25 @@ def vocab_size_for(data: DataSpec) -> int:
 
 
 class _Fields:
-    """Reads one TOML table, recording which keys were used; leftovers are errors."""
+    """Reads one TOML table, recording which keys were used; leftovers are errors.
 
-    def __init__(self, d: Any, where: str) -> None:
+    Given a `schema` dict instead (a dry run, see `json_schema`), every typed read writes its
+    key's JSON Schema there (type, bounds, choices, default) and returns the default.
+    """
+
+    def __init__(self, d: Any, where: str, schema: dict | None = None) -> None:
         if not isinstance(d, dict):
             raise UserError(f"{where or 'spec'}: expected a table, got {_show(d)}")
-        self.d, self.where, self.used = d, where, set()
+        self.d, self.where, self.used, self.schema = d, where, set(), schema
+
+    def _dry(self, key: str, default: Any, **schema: Any) -> bool:
+        """In a dry run: record `key`'s schema and say so."""
+        if self.schema is None:
+            return False
+        self.schema[key] = {k: v for k, v in schema.items() if v is not None}
+        if default is not None:
+            self.schema[key]["default"] = default
+        return True
 
     def _key(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -229,6 +245,8 @@ class _Fields:
         return key in self.d
 
     def int(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
+        if self._dry(key, default, type="integer", minimum=lo, maximum=hi):
+            return default
         value = self.get(key, default)
         if value is None and default is None:
             return None
@@ -241,18 +259,28 @@ class _Fields:
 
     def float(self, key: str, default: Any, lo: float | None = None, hi: float | None = None,
               lo_open: bool = False) -> Any:
+        if self._dry(key, default, type="number", **_number_schema(lo, hi, lo_open)):
+            return default
         value = self.get(key, default)
         if value is None and default is None:
             return None
         return _number(value, self._key(key), lo, hi, lo_open)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: str, default: bool | None) -> Any:
+        if self._dry(key, default, type="boolean"):
+            return default
         value = self.get(key, default)
+        if value is None and default is None:
+            return None
         if not isinstance(value, bool):
             raise UserError(f"{self._key(key)}: expected true or false, got {_show(value)}")
         return value
 
-    def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None) -> Any:
+    def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None,
+            pattern: str | None = None) -> Any:
+        if self._dry(key, default, type="string", minLength=1, enum=list(choices or ()) or None,
+                     pattern=pattern and f"^{pattern}$"):
+            return default
         value = self.get(key, default)
         if value is None and default is None:
             return None
@@ -260,10 +288,15 @@ class _Fields:
             raise UserError(f"{self._key(key)}: expected a non-empty string, got {_show(value)}")
         if choices and value not in choices:
             raise UserError(f"{self._key(key)}: expected one of {', '.join(choices)}, got {value!r}")
+        if pattern and not re.fullmatch(pattern, value):
+            raise UserError(f"{self._key(key)}: unexpected characters in {value!r}")
         return value
 
     def table(self, key: str) -> _Fields:
-        return _Fields(self.get(key, {}), self._key(key))
+        if self.schema is None:
+            return _Fields(self.get(key, {}), self._key(key))
+        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
+        return _Fields({}, self._key(key), self.schema[key]["properties"])
 
     def done(self) -> None:
         unknown = sorted(set(self.d) - self.used)
@@ -280,28 +313,30 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _bounds_text(lo: Any, hi: Any) -> str:
+def _bounds_text(lo: Any, hi: Any, lo_open: bool = False) -> str:
+    lo_text, hi_text = (x if isinstance(x, int) else f"{x:g}" for x in (lo or 0, hi or 0))
     if lo is not None and hi is not None:
-        return f" in [{lo}, {hi}]"
+        return f" > {lo_text} and <= {hi_text}" if lo_open else f" in [{lo_text}, {hi_text}]"
     if lo is not None:
-        return f" >= {lo}"
-    if hi is not None:
-        return f" <= {hi}"
-    return ""
+        return f" > {lo_text}" if lo_open else f" >= {lo_text}"
+    return f" <= {hi_text}" if hi is not None else ""
+
+
+def _number_schema(lo: Any, hi: Any, lo_open: bool) -> dict:
+    return {"exclusiveMinimum" if lo_open else "minimum": lo, "maximum": hi}
 
 
 def _number(value: Any, where: str, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = "a number" + (f" > {lo}" if lo_open else _bounds_text(lo, hi))
-        raise UserError(f"{where}: expected {kind}, got {_show(value)}")
+        raise UserError(f"{where}: expected a number{_bounds_text(lo, hi, lo_open)}, got "
+                        f"{_show(value)}")
     x = float(value)
     bad = (not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo))
            or (hi is not None and x > hi))
     if bad:
-        kind = "a finite number" + (f" > {lo}" if lo_open else "") + (
-            _bounds_text(None if lo_open else lo, hi))
-        raise UserError(f"{where}: expected {kind}, got {value!r}")
+        raise UserError(f"{where}: expected a finite number{_bounds_text(lo, hi, lo_open)}, got "
+                        f"{value!r}")
     return x
 
 
@@ -329,40 +364,27 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         spec = parse_spec(d)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    return SweepSpec(**{**_shallow(spec), "path": str(path)})
-
-
-def _shallow(spec: SweepSpec) -> dict:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+    return replace(spec, path=str(path))
 
 
 def parse_spec(d: dict) -> SweepSpec:
     """Validate a spec given as a dict (the parsed TOML)."""
     top = _Fields(d, "")
-    name = top.str("name", None)
+    name = top.get("name")
     if name is None:
         raise UserError("name: missing (the sweep's name, used as its runs directory)")
-    if not set(name) <= NAME_CHARS or name.startswith("."):
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"name: expected letters, digits, '-', '_' or '.' (not starting with "
                         f"'.'), got {name!r}")
     convention = top.str("convention", "6N", CONVENTIONS)
     seeds = _seeds(top)
-    data = _data(top.table("data"))
-    model = _model(top.table("model"))
     if not top.has("budgets"):
         raise UserError("budgets: missing (a list of FLOP budgets, or a table with values or "
                         "min/max/count)")
     budgets = _budgets(top)
-    grid = _grid(top.table("grid"))
-    schedule = _schedule(top.table("schedule"))
-    optim = _optim(top.table("optim"))
-    train = _train(top.table("train"))
-    checks = _checks(top.table("checks"))
-    launcher = _launcher(top.table("launcher"))
+    tables = {key: read(top.table(key)) for key, read in TABLES.items()}
     top.done()
-    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, data=data,
-                     model=model, grid=grid, schedule=schedule, optim=optim, train=train,
-                     checks=checks, launcher=launcher)
+    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
     return spec
 
@@ -394,7 +416,7 @@ def _data(t: _Fields) -> DataSpec:
     out = DataSpec(
         source=source,
         tokenizer=t.str("tokenizer", "bytes"),
-        seq_len=t.int("seq_len", 128, lo=2, hi=1 << 20),
+        seq_len=t.int("seq_len", DEFAULT_SEQ_LEN, lo=2, hi=1 << 20),
         eval_tokens=t.int("eval_tokens", 65_536, lo=1),
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
     )
@@ -428,26 +450,27 @@ def _budgets(top: _Fields) -> tuple[float, ...]:
             for key in ("min", "max", "count"):
                 if not t.has(key):
                     raise UserError(f"budgets.{key}: missing (or give budgets.values)")
-            lo = t.float("min", None, lo=0, hi=MAX_BUDGET, lo_open=True)
-            hi = t.float("max", None, lo=0, hi=MAX_BUDGET, lo_open=True)
-            count = t.int("count", None, lo=1, hi=100)
-            if hi < lo:
-                raise UserError(f"budgets.max: expected >= budgets.min ({lo:g}), got {hi:g}")
-            if count == 1 and hi != lo:
-                raise UserError("budgets.count: expected >= 2 when min != max")
-            t.done()
-            return _log_spaced(lo, hi, count)
+            return _budget_range(t)
         t.done()
     if not values:
         raise UserError(f"{where}: expected at least one budget")
-    out = [_number(v, f"{where}[{i}]", lo=0, hi=MAX_BUDGET, lo_open=True)
-           for i, v in enumerate(values)]
+    out = [_number(v, f"{where}[{i}]", **BUDGET) for i, v in enumerate(values)]
     if len(set(out)) != len(out):
         raise UserError(f"{where}: expected distinct budgets")
     return tuple(sorted(out))
 
 
-def _log_spaced(lo: float, hi: float, count: int) -> tuple[float, ...]:
+def _budget_range(t: _Fields) -> tuple[float, ...]:
+    """budgets = {min, max, count}: `count` budgets log-spaced from min to max."""
+    lo, hi = t.float("min", None, **BUDGET), t.float("max", None, **BUDGET)
+    count = t.int("count", None, lo=1, hi=100)
+    t.done()
+    if t.schema is not None:
+        return ()
+    if hi < lo:
+        raise UserError(f"budgets.max: expected >= budgets.min ({lo:g}), got {hi:g}")
+    if count == 1 and hi != lo:
+        raise UserError("budgets.count: expected >= 2 when min != max")
     if count == 1:
         return (lo,)
     step = (math.log10(hi) - math.log10(lo)) / (count - 1)
@@ -465,21 +488,17 @@ def _grid(t: _Fields) -> GridSpec:
         if t.has("sizes") or t.has("span"):
             raise UserError("grid.params: give either explicit params or sizes/span, not both")
     out = GridSpec(
-        sizes=t.int("sizes", 7, lo=1, hi=100) if params is None else len(params),
-        span=t.float("span", 30.0, lo=1.0, hi=1e6),
+        sizes=t.int("sizes", 7, lo=MIN_SIZES, hi=100) if params is None else len(params),
+        span=t.float("span", 30.0, lo=1, hi=1e6, lo_open=True),
         center=t.str("center", "chinchilla", ("chinchilla", "fit")),
         tokens_per_param=t.float("tokens_per_param", 20.0, lo=0, lo_open=True),
         params=params,
     )
-    if out.sizes > 1 and out.span == 1.0 and params is None:
-        raise UserError("grid.span: expected > 1 with more than one size")
     t.done()
     return out
 
 
 def _schedule(t: _Fields) -> ScheduleSpec:
-    from scaling.config import SCHEDULES
-
     out = ScheduleSpec(
         kind=t.str("kind", "cosine", SCHEDULES),
         final_lr_frac=t.float("final_lr_frac", 0.1, lo=0.0, hi=1.0),
@@ -492,25 +511,19 @@ def _schedule(t: _Fields) -> ScheduleSpec:
 
 
 def _optim(t: _Fields) -> OptimSpec:
-    from sweeps import hparams
-
-    recipe = t.str("recipe", "deepseek")
+    recipe = t.str("recipe", "deepseek", None if t.schema is None else tuple(hparams.RECIPES))
     hparams.get_recipe(recipe)
     overrides = {}
-    for key in hparams.OVERRIDABLE:
-        if key == "weight_decay" or not t.has(key):
+    for key in hparams.OVERRIDABLE:  # the recipe's clamps, typed as the recipe's own fields
+        if key == "weight_decay" or not (t.has(key) or t.schema is not None):
             continue
-        value = t.get(key)
         default = getattr(hparams.DEEPSEEK, key)
         if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise UserError(f"optim.{key}: expected true or false, got {_show(value)}")
+            overrides[key] = t.bool(key, None)
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UserError(f"optim.{key}: expected an integer >= 0, got {_show(value)}")
+            overrides[key] = t.int(key, None, lo=0)
         else:
-            value = _number(value, f"optim.{key}", lo=0)
-        overrides[key] = value
+            overrides[key] = t.float(key, None, lo=0)
     out = OptimSpec(
         recipe=recipe,
         lr=t.float("lr", None, lo=0, lo_open=True),
@@ -548,33 +561,70 @@ def _launcher(t: _Fields) -> LauncherSpec:
         kind=t.str("kind", "local", ("local", "slurm")),
         workers=t.int("workers", 1, lo=1, hi=1024),
         threads_per_worker=t.int("threads_per_worker", None, lo=1),
-        partition=t.str("partition", None),
+        partition=t.str("partition", None, pattern=SLURM_PATTERN),
         time_min=t.int("time_min", 60, lo=1),
         cpus_per_task=t.int("cpus_per_task", 1, lo=1),
         gpus_per_task=t.int("gpus_per_task", 0, lo=0),
         mem_gb=t.float("mem_gb", None, lo=0, lo_open=True),
         array_parallelism=t.int("array_parallelism", 64, lo=1),
-        account=t.str("account", None),
-        qos=t.str("qos", None),
-        constraint=t.str("constraint", None),
+        account=t.str("account", None, pattern=SLURM_PATTERN),
+        qos=t.str("qos", None, pattern=SLURM_PATTERN),
+        constraint=t.str("constraint", None, pattern=SLURM_PATTERN),
         max_requeues=t.int("max_requeues", 3, lo=0),
     )
-    for key in ("partition", "account", "qos", "constraint"):
-        value = getattr(out, key)
-        # these reach sbatch as option values; keep them to what Slurm names can be
-        if value is not None and not set(value) <= NAME_CHARS | set(",&|:[]*"):
-            raise UserError(f"launcher.{key}: unexpected characters in {value!r}")
     t.done()
     return out
 
 
-# ----------------------------------------------------------------------------- planning
+TABLES = {"data": _data, "model": _model, "grid": _grid, "schedule": _schedule, "optim": _optim,
+          "train": _train, "checks": _checks, "launcher": _launcher}
 
 
-def plan_spec(spec: SweepSpec, *, centers: dict[float, float] | None = None) -> list:
-    """Every run of the spec as sweeps.plan.PlannedConfig (`.planned`: the grid point,
-    `.config`: its RunConfig), budget by budget, smallest size first. Design checks run
-    here: an error finding raises UserError (see sweeps.checks)."""
-    from sweeps.plan import plan_sweep
+# ----------------------------------------------------------------------------- schema, CLI
 
-    return list(plan_sweep(spec, centers=centers).runs)
+
+def json_schema() -> dict:
+    """The JSON Schema (2020-12) of the spec TOML, from the readers above run dry (each key's
+    type, bounds, choices and default, as validated) plus the keys read by hand (name,
+    seeds, budgets, grid.params). docs/spec.schema.json is its output, for editors."""
+    props: dict = {}
+    top = _Fields({}, "", props)
+    props["name"] = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+    top.str("convention", "6N", CONVENTIONS)
+    top.int("seed", None, lo=0)
+    props["seeds"] = {"type": "array", "items": {"type": "integer", "minimum": 0},
+                      "minItems": 1, "uniqueItems": True, "default": [0]}
+    _budget_range(top.table("budgets"))
+    budget_range = {**props.pop("budgets"), "required": ["min", "max", "count"]}
+    values = {"type": "array", "items": {"type": "number", **_number_schema(**BUDGET)},
+              "minItems": 1, "uniqueItems": True}
+    props["budgets"] = {"oneOf": [values, budget_range, {
+        "type": "object", "additionalProperties": False, "properties": {"values": values},
+        "required": ["values"]}]}
+    for key, read in TABLES.items():
+        read(top.table(key))
+    props["grid"]["properties"]["params"] = {
+        "type": "array", "items": {"type": "number", "minimum": 1}, "minItems": 1}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "scaling-suite sweep spec (validated by sweeps/spec.py)", "type": "object",
+            "required": ["name", "budgets"], "additionalProperties": False, "properties": props,
+            "not": {"required": ["seed", "seeds"]}}
+
+
+def check_argument(text: str, key: str, where: str) -> Any:
+    """A command-line value checked as the spec's `key` ("grid.sizes", "budgets") is: the
+    same type and bounds, the one-line error naming `where` (e.g. "--sizes")."""
+    value: Any = text
+    for kind in (int, float):
+        try:
+            value = kind(text)
+            break
+        except ValueError:
+            continue
+    if key == "budgets":
+        return _number(value, where, **BUDGET)
+    table, _, name = key.partition(".")
+    try:
+        return getattr(TABLES[table](_Fields({name: value}, table)), name)
+    except UserError as e:
+        raise UserError(str(e).replace(f"{key}:", f"{where}:", 1)) from None

@@ -15,14 +15,20 @@ the same runs.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from scaling import runs
 from scaling.errors import UserError
+from sweeps.launch.local import run_local
+from sweeps.launch.slurm import run_slurm
+from sweeps.ownership import claim_sweep_dir
 from sweeps.plan import SweepPlan, plan_sweep
 from sweeps.spec import SweepSpec
 
@@ -34,9 +40,6 @@ class SweepOutcome:
     plan: SweepPlan
     run_dirs: list[Path]
     states: dict[Path, str]
-
-    def count(self, state: str) -> int:
-        return sum(1 for s in self.states.values() if s == state)
 
 
 def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False,
@@ -52,7 +55,7 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--runs-dir: cannot create {runs_dir} ({e.strerror or e})") from None
-    runs.claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
+    claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
     plan = plan or plan_sweep(spec)
     dirs = []
     for r in plan.runs:
@@ -63,8 +66,6 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
-        except PermissionError as e:
-            raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror or e})") from None
         dirs.append(run_dir)
@@ -74,20 +75,15 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
 def fit_centers(spec: SweepSpec, runs_dir: str | os.PathLike) -> dict[float, float]:
     """Predicted optimal N for every budget of `spec` not yet finished, from those finished
     in ``runs_dir/<name>`` (empty when none is)."""
-    import numpy as np
-
     minima: dict[float, float] = {}
     by_budget: dict[float, list[tuple[float, float]]] = {}
     sweep_dir = Path(runs_dir) / spec.name
     if not sweep_dir.is_dir():
         return {}
-    for d in runs.list_run_dirs(sweep_dir):
-        result = runs.read_result(d)
-        cfg = runs.read_config_json(d)
-        if result is None or cfg.get("budget") is None or result.get("eval_loss") is None:
+    for r in runs.iter_runs(sweep_dir):
+        if r.result is None or r.budget is None or r.result.eval_loss is None or not r.n_params:
             continue
-        n = cfg["param_counts"]["total"]
-        by_budget.setdefault(float(cfg["budget"]), []).append((math.log(n), result["eval_loss"]))
+        by_budget.setdefault(float(r.budget), []).append((math.log(r.n_params), r.result.eval_loss))
     for budget, points in by_budget.items():
         if len(points) < 3:
             continue
@@ -114,8 +110,6 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
     launcher = launcher or spec.launcher.kind
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
-        import json
-
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
     stages = [spec.budgets] if spec.grid.center != "fit" else [(b,) for b in spec.budgets]
     states: dict[Path, str] = {}
@@ -134,13 +128,9 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
         if on_plan is not None:
             on_plan(plan, dirs)
         if launcher == "slurm":
-            from sweeps.launch.slurm import run_slurm
-
             stage_states = run_slurm(dirs, spec.launcher, Path(runs_dir) / spec.name,
                                      train_cmd=train_cmd, on_update=on_update)
         elif launcher == "local":
-            from sweeps.launch.local import run_local
-
             progress = run_local(dirs, workers=workers,
                                  threads_per_worker=spec.launcher.threads_per_worker,
                                  train_cmd=train_cmd, on_update=on_update)

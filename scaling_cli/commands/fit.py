@@ -45,27 +45,12 @@ def default_output(src: Path) -> Path:
     return src / "fit.json" if src.is_dir() else src.with_name(f"{src.stem}.fit.json")
 
 
-def _enable_compile_cache() -> None:
-    """Keep the fit kernels' XLA compilations on disk: a fresh `scaling fit` process then
-    skips most of its few seconds of JIT compilation. JAX_COMPILATION_CACHE_DIR, if set,
-    wins; SCALING_JAX_CACHE=0 turns this off."""
-    import os
-
-    if os.environ.get("SCALING_JAX_CACHE") == "0":
-        return
-    import jax
-
-    if not jax.config.jax_compilation_cache_dir:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        jax.config.update("jax_compilation_cache_dir", str(base / "scaling-suite" / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def run(args: argparse.Namespace) -> int:
     import warnings
 
     from analysis import bootstrap as boot
     from analysis import fits, forecast, load
+    from scaling.compile_cache import enable_compile_cache
     from scaling.errors import UserError
     from scaling.fileio import atomic_write_json, to_json
 
@@ -74,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap:
         boot.check_level(args.level)
     src = Path(args.src)
-    if args.approach in ("3", "all"):
-        _enable_compile_cache()
+    if args.approach in ("3", "all"):  # a fresh process then skips most of its JIT time
+        enable_compile_cache()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", fits.FitWarning)
         points, info = load.load_points(src, drop_highest=args.drop_highest,

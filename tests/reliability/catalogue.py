@@ -680,12 +680,12 @@ def make_base(root: Path) -> Path:
         write_finished_run,
     )
 
-    from scaling import runs
+    from sweeps.ownership import claim_sweep_dir
 
     base = root / "base"
     base.mkdir(parents=True)
     fake_study(base / "runs", sweep="fake")
-    runs.claim_sweep_dir(base / "runs", "fake", "0" * 16, {"name": "fake"})
+    claim_sweep_dir(base / "runs", "fake", "0" * 16, {"name": "fake"})
     extra = study_configs(budgets=(1e9,), widths=(20,), seeds=(1, 2), sweep="fake")
     write_finished_run(
         base / "runs",
