@@ -279,6 +279,14 @@ def build_document(points, fit: dict, rec, *, source: str, info=None,
                        "predicted min loss", "observed min loss", "mean |loss error| per run"],
                       rows)
 
+    if isinstance(fit.get("rollout"), dict):
+        rows = rollout_rows(fit["rollout"])
+        if rows:
+            doc.p(f"Rolling-origin validation over {fit['rollout']['mode']}: fit on each "
+                  "origin's past, predict what follows ("
+                  f"{fit['rollout']['level']:.0%} prediction intervals).")
+            doc.table(["predicted", "fitted runs", "loss* error", "ln(N* pred/obs)",
+                       "mean |loss error| per run", "runs in PI"], rows)
     doc.h(f"Recommendation for C = {human_flops(rec.budget)} FLOPs")
     lvl = f" ({rec.level:.0%} interval)" if rec.level else ""
     doc.p(f"From {APPROACH_TITLES.get(rec.approach, rec.approach)}; mode: "
@@ -354,6 +362,21 @@ def worst_fit_rows(points, fit: dict, col: str, k: int = 5) -> list[list[str]]:
     return [[str(names.iloc[i]), human_count(points[col].iloc[i]),
              human_count(points["tokens"].iloc[i]), fmt_num(points["loss"].iloc[i], 4),
              fmt_num(predicted[i], 4), f"{residual[i]:+.4f}"] for i in order]
+
+
+def rollout_rows(rollout: dict) -> list[list[str]]:
+    """Rows of the rollout table from fit.json's "rollout" block (analysis.rollout)."""
+    rows = []
+    for st in rollout.get("steps") or []:
+        target = (human_flops(st["target"]) if rollout.get("mode") == "budgets"
+                  else f"N >= {human_count(st['target'])}")
+        rows.append([target, str(st["n_train"]),
+                     f"{st['loss_opt_error']:+.2%}" if _finite(st.get("loss_opt_error")) else "-",
+                     f"{st['params_opt_log_error']:+.3f}"
+                     if _finite(st.get("params_opt_log_error")) else "-",
+                     f"{st['points_loss_mean_abs_rel_error']:.2%}",
+                     f"{st['points_pi_coverage']:.0%}"])
+    return rows
 
 
 def holdout_rows(holdout: dict) -> list[list[str]]:
@@ -551,6 +574,10 @@ def build_report(src: str | Path, *, fit_path: str | Path | None = None,
         "The fitted loss L(N, D) with the efficient frontier and IsoFLOP lines.")
     add("residuals", lambda: plots.residuals_figure(points, fit),
         "Residuals of the parametric fit (log loss), by model size and budget.")
+    if isinstance(fit.get("rollout"), dict) and fit["rollout"].get("steps"):
+        add("rollout", lambda: plots.rollout_figure(fit["rollout"]),
+            "Rolling-origin validation: each run of the next budget (or of larger models) "
+            "forecast from the fit on what came before, against its observed loss.")
     if src.is_dir():
         try:
             from analysis.load import load_curves

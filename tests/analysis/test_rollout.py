@@ -59,3 +59,19 @@ def test_too_few_runs_is_one_line():
     pts = generate_points(isoflop_design([1e18], n_per_budget=5), noise=0.005)
     with pytest.raises(UserError, match="rollout"):
         rollout(pts, n_bootstrap=0)
+
+
+def test_rollout_block_feeds_the_report_table_and_figure():
+    from analysis.plots import rollout_figure
+    from analysis.report import rollout_rows
+
+    pts = generate_points(isoflop_design(BUDGETS[:3], n_per_budget=6), noise=0.005, rng=4)
+    block = rollout(pts, n_bootstrap=0).to_dict()
+    rows = rollout_rows(block)
+    assert len(rows) == len(block["steps"]) == 1 and rows[0][0] == "1e19"
+    fig = rollout_figure(block)
+    (ax,) = fig.axes
+    # The diagonal spans the observed losses; the legend names the predicted budget.
+    diagonal = ax.lines[-1].get_xdata()
+    assert diagonal[0] <= min(r["observed"] for r in block["steps"][0]["predicted"])
+    assert "predicting 1e19" in [t.get_text() for t in ax.get_legend().get_texts()]
