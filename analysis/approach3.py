@@ -26,16 +26,15 @@ in (E, A, B), solved by non-negative least squares; only (alpha, beta) are searc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from scaling.errors import UserError
+from scaling.errors import RunFailed, UserError
 
 HUBER_DELTA = 1e-3
-_LAST_STATS: dict = {}  # evaluations used by the last batched_lbfgs call (for benchmarks)
 N_PARAMS = 5  # a, b, e, alpha, beta
 
 
@@ -53,82 +52,104 @@ def chinchilla_grid() -> np.ndarray:
     return grid
 
 
-@dataclass(frozen=True)
-class Approach3Result:
-    """A fitted L(N, D) = E + A / N^alpha + B / D^beta and its compute-optimal frontier.
+LAW_KEYS = ("A", "B", "E", "alpha", "beta")
 
-    Under C = 6 N D: N*(C) = G (C/6)^a and D*(C) = (C/6)^b / G, with
-    G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
-    `objective` is the summed Huber loss (delta = 1e-3) of log-loss residuals at the optimum,
-    whatever `method` produced the fit, so fits are comparable.
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """L(N, D) = E + A / N^alpha + B / D^beta and its compute-optimal frontier.
+
+    Each parameter is a float, or an array with one entry per bootstrap sample: every
+    formula then gives one value per sample (`column()` adds an axis to broadcast the
+    samples against a grid of budgets or sizes). Under C = 6 N D: N*(C) = G (C/6)^a and
+    D*(C) = (C/6)^b / G, with G = (alpha A / (beta B))^(1/(alpha+beta)),
+    a = beta/(alpha+beta), b = alpha/(alpha+beta) (Hoffmann et al. 2022, App. D.2).
     """
 
-    A: float
-    B: float
-    E: float
-    alpha: float
-    beta: float
-    objective: float
-    n_points: int
-    method: str = "lbfgs"  # "lbfgs" | "vpnls"
-    n_starts: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
+    A: Any
+    B: Any
+    E: Any
+    alpha: Any
+    beta: Any
 
     @property
-    def a(self) -> float:
+    def a(self) -> Any:
         return self.beta / (self.alpha + self.beta)
 
     @property
-    def b(self) -> float:
+    def b(self) -> Any:
         return self.alpha / (self.alpha + self.beta)
 
     @property
-    def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-
-    @property
-    def params(self) -> dict[str, float]:
-        """The five fitted parameters and the derived exponents/coefficient."""
-        return {"A": self.A, "B": self.B, "E": self.E, "alpha": self.alpha,
-                "beta": self.beta, "a": self.a, "b": self.b, "G": self.G}
+    def G(self) -> Any:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return np.power(self.alpha * self.A / (self.beta * self.B),
+                            1.0 / (self.alpha + self.beta))
 
     def predict(self, n_params: Any, n_tokens: Any) -> np.ndarray:
         """Predicted loss at (N, D); broadcasts."""
         n = np.asarray(n_params, dtype=np.float64)
         d = np.asarray(n_tokens, dtype=np.float64)
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        return self.E + self.A * np.power(n, -self.alpha) + self.B * np.power(d, -self.beta)
 
     def params_opt(self, flops: Any) -> np.ndarray:
         """N*(C) under C = 6 N D."""
-        return self.G * (np.asarray(flops, dtype=np.float64) / 6.0) ** self.a
+        return self.G * np.power(np.asarray(flops, dtype=np.float64) / 6.0, self.a)
 
     def tokens_opt(self, flops: Any) -> np.ndarray:
         """D*(C) under C = 6 N D."""
-        return (np.asarray(flops, dtype=np.float64) / 6.0) ** self.b / self.G
+        return np.power(np.asarray(flops, dtype=np.float64) / 6.0, self.b) / self.G
 
     def loss_opt(self, flops: Any) -> np.ndarray:
         """Predicted loss of the compute-optimal model at budget C."""
         return self.predict(self.params_opt(flops), self.tokens_opt(flops))
 
+    def params_for_tokens(self, n_tokens: Any) -> np.ndarray:
+        """The N whose compute-optimal token count is `n_tokens` (inverts D*(C))."""
+        return self.G * np.power(self.G * np.asarray(n_tokens, dtype=np.float64),
+                                 self.a / self.b)
+
+    def law(self) -> ParametricLaw:
+        return ParametricLaw(*(getattr(self, k) for k in LAW_KEYS))
+
+    def column(self) -> ParametricLaw:
+        """The same law with a trailing axis on every parameter (samples x grid)."""
+        return ParametricLaw(*(np.asarray(getattr(self, k), dtype=np.float64)[..., None]
+                               for k in LAW_KEYS))
+
+
+@dataclass(frozen=True)
+class Approach3Result(ParametricLaw):
+    """A fitted law. `objective` is the summed Huber loss (delta = 1e-3) of log-loss
+    residuals at the optimum, whatever `method` produced the fit, so fits are comparable."""
+
+    objective: float = math.nan
+    n_points: int = 0
+    method: str = "lbfgs"  # "lbfgs" | "vpnls" | "published"
+    n_starts: int = 0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The five fitted parameters and the derived exponents/coefficient."""
+        return {"A": self.A, "B": self.B, "E": self.E, "alpha": self.alpha,
+                "beta": self.beta, "a": self.a, "b": self.b, "G": float(self.G)}
+
+    def checked(self) -> Approach3Result:
+        """Itself, or a UserError when the law leaves its domain (alpha, beta > 0: loss falls
+        with scale; A, B, E finite and >= 0)."""
+        for name in LAW_KEYS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if name in ("alpha", "beta") else value >= 0)):
+                raise UserError(f"{self.method}: fitted {name} = {value:.3g} is out of its domain")
+        return self
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("A", "B", "E", "alpha", "beta", "objective")}
-        d.update(a=self.a, b=self.b, G=self.G, n_points=self.n_points, method=self.method,
-                 n_starts=self.n_starts)
+        d.update(a=self.a, b=self.b, G=float(self.G), n_points=self.n_points,
+                 method=self.method, n_starts=self.n_starts)
         d.update(self.extra)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Approach3Result:
-        """Rebuild from `to_dict()` output (e.g. fit.json's "approach3"); extra keys kept."""
-        names = {f.name for f in fields(cls)} - {"extra"}
-        missing = [k for k in ("A", "B", "E", "alpha", "beta") if k not in d]
-        if missing:
-            raise UserError(f"fit: approach3 is missing {missing[0]!r}")
-        kwargs = {k: d[k] for k in names if k in d and d[k] is not None}
-        kwargs.setdefault("objective", math.nan)
-        kwargs.setdefault("n_points", 0)
-        extra = {k: v for k, v in d.items() if k not in names and k not in ("a", "b", "G")}
-        return cls(**kwargs, extra=extra)
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, objective: float, n_points: int, **kw) -> Approach3Result:
@@ -410,10 +431,9 @@ def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
         fn = _batched_lbfgs_fn(history)
         w = np.ones((1, len(zn))) if weights is None else weights
         dt = jnp.dtype(dtype)
-        x, f, n_iter, n_eval = fn(
+        x, f, n_iter, _ = fn(
             *(jnp.asarray(v, dt) for v in (x0, zn, zd, log_loss, w)), jnp.asarray(delta, dt),
             max_iter, jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), n_groups=n_groups)
-        _LAST_STATS["n_eval"] = int(n_eval) + 1
         return (np.asarray(x, np.float64), np.asarray(f, np.float64), np.asarray(n_iter))
 
 
@@ -504,8 +524,6 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
         if fp < best_f:
             best_x, best_f = xp, fp
     if best_x is None:
-        from scaling.errors import RunFailed
-
         raise RunFailed("approach3: no start reached a finite objective")
     theta = sc.to_theta(best_x)
     extra = {"batched_best_objective": float(f[order[0]]),
@@ -606,42 +624,7 @@ def fit_vpnls(n_params: Any, n_tokens: Any, loss: Any, *, grid_size: int = 40,
                            n_starts=grid_size * grid_size, extra={"rss": float(best_rss)})
 
 
-def _fit_averaged_huber_bug(n_params: Any, n_tokens: Any, loss: Any, starts: np.ndarray,
-                            delta: float = HUBER_DELTA) -> list[Approach3Result]:
-    """THE BUG, kept only to test that we do not have it. Not a user option.
-
-    Hoffmann et al. (2022) fitted Approach 3 with the Huber loss AVERAGED over points.
-    Besiroglu et al. (2024) showed that this shrinks the gradient by the number of points,
-    below L-BFGS's default gradient tolerance, so the optimiser stops almost where it
-    started and the published (E, A, B, alpha, beta) is not the optimum of the stated
-    objective. This reproduces that: scipy L-BFGS-B with its default tolerances on the
-    averaged objective, from each of `starts` (rows a, b, e, alpha, beta), in raw
-    (unscaled) coordinates as the original code did. Returns one result per start.
-    """
-    from scipy.optimize import minimize
-
-    n, d, l = check_points(n_params, n_tokens, loss)
-    log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
-
-    def mean_obj(theta):
-        r = log_residuals(theta, log_n, log_d, log_l)
-        return huber(r, delta).mean()
-
-    out = []
-    for start in np.atleast_2d(starts):
-        res = minimize(mean_obj, start, method="L-BFGS-B")
-        out.append(Approach3Result.from_theta(
-            res.x, objective(res.x, n, d, l, delta), len(n), method="averaged_huber_bug",
-            n_starts=1, extra={"start": list(map(float, start)), "nit": int(res.nit)}))
-    return out
-
-
-def result_fields() -> list[str]:
-    """Scalar keys of `Approach3Result.to_dict()` that carry estimates (bootstrapped)."""
-    return ["A", "B", "E", "alpha", "beta", "a", "b", "G"]
-
-
-__all__ = ["Approach3Result", "HUBER_DELTA", "batched_lbfgs", "check_points", "chinchilla_grid",
-           "fit_approach3", "fit_vpnls", "huber", "local_starts", "objective", "refit_many",
-           "result_fields"]
+__all__ = ["LAW_KEYS", "Approach3Result", "HUBER_DELTA", "ParametricLaw", "batched_lbfgs",
+           "check_points", "chinchilla_grid", "fit_approach3", "fit_vpnls", "huber",
+           "local_starts", "objective", "refit_many"]
 

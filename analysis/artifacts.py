@@ -8,16 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling.errors import UserError
 from scaling.fileio import read_json_object
 from scaling.runs import iter_runs
-
-
-def default_fit_path(src: str | Path) -> Path:
-    src = Path(src)
-    if src.suffix.lower() == ".csv":
-        return src.with_name(src.stem + ".fit.json")
-    return src / "fit.json"
 
 
 def default_report_dir(src: str | Path) -> Path:
@@ -27,22 +19,8 @@ def default_report_dir(src: str | Path) -> Path:
     return src / "report"
 
 
-def resolve_fit_path(arg: str | Path) -> Path:
-    """A fit.json given directly, or the saved one of a runs directory or CSV."""
-    path = Path(arg)
-    if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise UserError(f"--fit {path}: no such file")
-        return path
-    if path.suffix.lower() == ".csv" or path.is_dir():
-        fit_path = default_fit_path(path)
-        if not fit_path.is_file():
-            raise UserError(f"--fit {path}: no saved fit at {fit_path}; run `scaling fit {path}` first")
-        return fit_path
-    raise UserError(f"--fit {path}: expected a fit.json, a runs directory or a CSV that exists")
-
-
 def read_fit(path: str | Path) -> dict:
+    """The raw JSON object of a fit.json (analysis.fitdoc.read_fit checks and types it)."""
     return read_json_object(path, expected="a JSON object written by `scaling fit`")
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from scaling.errors import UserError
 from scaling.fileio import read_jsonl
-from scaling.runs import METRICS_FILE, RunRecord, iter_runs
+from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs
 
 POINT_COLUMNS = ["run", "params", "params_non_embedding", "tokens", "flops", "budget", "loss"]
 LEVEL_BANDWIDTH_DEX = 0.02
@@ -92,11 +92,8 @@ def _check_positive(df: pd.DataFrame, column: str, where: str) -> None:
     df[column] = values
 
 
-def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+def _csv_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The CSV's columns under our names, or a UserError naming the missing one."""
     df.columns = [str(c).strip() for c in df.columns]
     # Epoch AI's extraction of Chinchilla's Figure 4 names its columns this way; accepting
     # them lets `scaling fit` read that published data set as it is.
@@ -111,6 +108,15 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
                         f"flops / (6 params))")
     if df.empty:
         raise UserError(f"{path}: no rows")
+    return df
+
+
+def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    df = _csv_columns(df, path)
     for name in ("params", "loss", *(c for c in ("tokens", "flops") if c in df.columns)):
         _check_positive(df, name, str(path))
     if "tokens" not in df.columns:
@@ -144,7 +150,7 @@ def _excluded(run: RunRecord) -> str | None:
 
 
 def _point(run: RunRecord, convention: str | None) -> dict:
-    result = run.result
+    result = run.result or RunResult()  # _excluded lets only finished runs through
     flops = result.flops
     if convention is not None:
         by_convention = result.flops_by_convention or run.flops
@@ -155,13 +161,14 @@ def _point(run: RunRecord, convention: str | None) -> dict:
     return {"run": run.name, "params": result.n_params,
             "params_non_embedding": result.n_params_non_embedding,
             "tokens": result.n_tokens or run.n_tokens, "flops": flops,
-            "budget": result.budget or run.budget, "loss": float(result.eval_loss),
+            "budget": result.budget or run.budget, "loss": result.eval_loss,
             "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir)}
 
 
 def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, LoadInfo]:
-    rows, excluded = [], {}
-    conventions = set()
+    rows: list[dict] = []
+    excluded: dict[str, int] = {}
+    conventions: set[str] = set()
     for run in iter_runs(runs_dir):
         reason = _excluded(run)
         if reason:
@@ -191,10 +198,7 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:
     """Training curves: run, params, step, tokens, flops, loss (training loss per logged step;
     `eval_loss` too where logged). Diverged/failed runs are left out; unfinished ones too
-    unless include_unfinished."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f"{runs_dir}: expected a runs directory")
+    unless include_unfinished. Raises UserError when `runs_dir` is not a directory."""
     frames = []
     for run in iter_runs(runs_dir):
         if run.state in ("diverged", "failed", "unreadable") or (

@@ -21,7 +21,6 @@ import numpy as np
 
 from analysis.approach3 import Approach3Result
 from analysis.bootstrap import _approach3_samples, resample_indices
-from analysis.noise import NoiseEstimate
 from scaling.errors import UserError
 
 N_DRAWS = 40_000  # Monte Carlo draws for a PI (quantile error ~0.3% of the interval)
@@ -150,26 +149,21 @@ def bootstrap_law_samples(points: Any, law: Any, n: int = 200, seed: int = 0) ->
                                                       law))
 
 
-PARAMETRIC = ("approach3", "vpnls")  # the approaches that model L(N, D)
-
-
-def predict_from_fit(doc: dict, n_params: float, n_tokens: float, *, level: float = 0.8,
+def predict_from_fit(fit: Any, n_params: float, n_tokens: float, *, level: float = 0.8,
                      seed: int = 0) -> dict:
-    """`scaling predict`'s answer from a fit.json object: per parametric approach the loss,
-    its CI (bootstrap samples in the fit, if any) and PI (with the fit's `noise` block);
-    the top-level keys repeat the first approach present (approach3 before vpnls)."""
-    if not isinstance(doc.get("noise"), dict):
+    """`scaling predict`'s answer from a FitDocument: per parametric approach the loss, its
+    CI (the fit's bootstrap samples, if any) and PI (with the fit's measured noise); the
+    top-level keys repeat the first approach present (approach3 before vpnls)."""
+    noise = fit.noise
+    if noise is None:
         raise UserError("fit: no noise estimate in this fit.json (written before noise was "
                         "measured); rerun `scaling fit` on its source")
-    noise = NoiseEstimate.from_dict(doc["noise"])
     out: dict = {}
-    for key in PARAMETRIC:
-        section = doc.get(key)
-        if not isinstance(section, dict) or "error" in section:
+    for key, law in fit.fitted().items():
+        if not isinstance(law, Approach3Result):
             continue
-        law = Approach3Result.from_dict(section)
-        boot = section.get("bootstrap")
-        samples = LawSamples.from_samples(boot["samples"]) if isinstance(boot, dict) else None
+        boot = fit.bootstrap.get(key)
+        samples = LawSamples.from_samples(boot.samples) if boot is not None else None
         p = predict_loss(law, n_params, n_tokens, sigma=noise.sigma, samples=samples,
                          level=level, dof=noise.dof, approach=key, noise_source=noise.source,
                          seed=seed)
@@ -181,7 +175,6 @@ def predict_from_fit(doc: dict, n_params: float, n_tokens: float, *, level: floa
             "approach": first["approach"], "level": level, "n_params": first["n_params"],
             "n_tokens": first["n_tokens"], "flops": first["flops"], "sigma": noise.sigma,
             "noise_source": noise.source, "approaches": out}
-
 
 __all__ = ["LawSamples", "Prediction", "bootstrap_law_samples", "noise_draws", "pi_coverage",
            "predict_from_fit", "predict_loss", "resolve_point"]

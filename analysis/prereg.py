@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.fitdoc import FitDocument, read_fit
 from analysis.predict import predict_from_fit
 from scaling.errors import UserError
 from scaling.fileio import read_json
@@ -96,12 +97,12 @@ def _num(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def fit_sweeps(fit: dict) -> set[str]:
-    """Sweep names of the runs a fit was made from: its "sweeps" (written by `scaling fit`),
+def fit_sweeps(fit: FitDocument) -> set[str]:
+    """Sweep names of the runs a fit was made from: its `sweeps` (written by `scaling fit`),
     else those under its source directory (empty when its source is a CSV)."""
-    if isinstance(fit.get("sweeps"), list):
-        return {str(s) for s in fit["sweeps"]}
-    source = Path(str(fit.get("source", "")))
+    if fit.sweeps:
+        return set(fit.sweeps)
+    source = Path(fit.source)
     if not source.is_dir():
         return set()
     return {str(c.get("sweep", "")) for c in (_json_or_none(p) for p in
@@ -111,7 +112,7 @@ def fit_sweeps(fit: dict) -> set[str]:
 def check_forecast(forecast: dict, observed: ObservedRun) -> dict:
     """The score record: error (observed / forecast - 1), inside the CI and PI or not."""
     fit_path = forecast.get("fit_path")
-    fit = _json_or_none(Path(fit_path)) if fit_path else None
+    fit = read_fit(fit_path) if fit_path and Path(fit_path).is_file() else None
     if fit is not None and observed.sweep is not None:
         sweeps = fit_sweeps(fit)
         if sweeps and observed.sweep not in sweeps:

@@ -34,26 +34,20 @@ class RunLocked(RuntimeError):
 
 
 class RunLock:
-    """Exclusive, crash-safe ownership of one run directory.
-
-    ``with RunLock(run_dir): ...`` waits up to ``timeout`` seconds (``None``: forever,
-    0: one try) and raises :class:`RunLocked` if a live owner keeps it. ``acquire(blocking=False)``
-    returns a bool instead. A held lock whose owner is dead or silent (see the module
-    docstring) is taken over. A process started by the holder with ``child_env()`` in its
-    environment (the trainer under a launcher) finds the lock already held by its parent.
-    """
+    """``with RunLock(run_dir): ...`` waits up to ``timeout`` seconds (``None``: forever, 0:
+    one try) and raises :class:`RunLocked` if a live owner keeps it; ``acquire(blocking=False)``
+    returns a bool instead. A process started by the holder with ``child_env()`` in its
+    environment (the trainer under a launcher) finds the lock already held by its parent."""
 
     def __init__(self, run_dir: str | os.PathLike, timeout: float | None = 0,
                  stale_after: float = DEFAULT_STALE_AFTER_S, poll_interval: float = 0.1) -> None:
         self.run_dir = Path(run_dir)
-        self.timeout = timeout
-        self.stale_after = stale_after
-        self.poll_interval = poll_interval
+        self.timeout, self.stale_after, self.poll_interval = timeout, stale_after, poll_interval
         self._lock_path = self.run_dir / LOCK_FILE
         self._owner_path = self.run_dir / OWNER_FILE
         self._make_lock = lambda path: FileLock(str(path), timeout=0, thread_local=False,
                                                 is_singleton=False, fallback_to_soft=False)
-        self._lock = None
+        self._lock: FileLock | None = None
         self._token: str | None = None
         self._inherited = False
 
@@ -83,13 +77,11 @@ class RunLock:
             time.sleep(self.poll_interval)
 
     def release(self) -> None:
-        if self._inherited:
+        if self._inherited or self._lock is None:
             self._inherited = False
             return
-        if self._lock is None:
-            return
         try:
-            owner = self._read_owner()
+            owner = self.owner()
             if owner and owner.get("token") == self._token:
                 self._owner_path.unlink(missing_ok=True)
         finally:
@@ -106,12 +98,9 @@ class RunLock:
         """Environment additions for a child that works on the run under this lock."""
         return {INHERITED_LOCK_ENV: str(self.run_dir.resolve())}
 
-    def owner(self) -> dict | None:
-        return self._read_owner()
-
     def __enter__(self) -> RunLock:
         if not self.acquire(blocking=self.timeout != 0, timeout=self.timeout):
-            owner = self._read_owner() or {}
+            owner = self.owner() or {}
             raise RunLocked(f"{self.run_dir}: locked by pid {owner.get('pid')} on {owner.get('host')}")
         return self
 
@@ -123,7 +112,7 @@ class RunLock:
     def _parent_holds(self) -> bool:
         if os.environ.get(INHERITED_LOCK_ENV) != str(self.run_dir.resolve()):
             return False
-        owner = self._read_owner() or {}
+        owner = self.owner() or {}
         return owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname()
 
     def _try_lock(self) -> bool:
@@ -152,7 +141,8 @@ class RunLock:
         atomic_write_json(self._owner_path, {"pid": os.getpid(), "host": socket.gethostname(),
                                              "token": self._token, "heartbeat": time.time()})
 
-    def _read_owner(self) -> dict | None:
+    def owner(self) -> dict | None:
+        """The holder's record (pid, host, token, heartbeat), None when there is none."""
         try:
             d = read_json(self._owner_path)
         except (OSError, ValueError):  # absent, or half-written by a holder that died
@@ -160,7 +150,7 @@ class RunLock:
         return d if isinstance(d, dict) else None
 
     def _owner_gone(self, owner: dict | None = None) -> bool:
-        owner = self._read_owner() if owner is None else owner
+        owner = self.owner() if owner is None else owner
         if not owner:
             # Held with no owner record: a holder between flock and writing its record, or
             # one from before records existed. Only a long silence of the run itself counts.
@@ -179,13 +169,13 @@ class RunLock:
         except Timeout:
             return
         try:
-            before = self._read_owner()
+            before = self.owner()
             if not self._owner_gone(before):
                 return
             # A new holder writes its record right after winning the flock; wait a moment
             # so a record read in that window is not mistaken for a dead one.
             time.sleep(min(0.2, self.poll_interval * 2))
-            if self._read_owner() != before or not self._owner_gone(before):
+            if self.owner() != before or not self._owner_gone(before):
                 return
             probe = self._make_lock(self._lock_path)
             try:
@@ -204,6 +194,4 @@ def _last_status_beat(run_dir: Path) -> float | None:
         status = read_status(run_dir)
     except UserError:
         return None
-    if status["state"] != "running":
-        return None
-    return status.get("heartbeat") or status.get("updated")
+    return status["heartbeat"] or status["updated"] if status["state"] == "running" else None

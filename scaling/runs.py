@@ -170,8 +170,7 @@ def _optional_object(path: Path) -> dict | None:
 def read_status(run_dir: str | os.PathLike) -> dict:
     """status.json, with every contract key present. A missing file reads as pending."""
     path = Path(run_dir) / STATUS_FILE
-    status = dict.fromkeys(STATUS_FIELDS)
-    status["state"] = "pending"
+    status = {**dict.fromkeys(STATUS_FIELDS), "state": "pending"}
     d = _optional_object(path)
     if d is not None:
         if d.get("state") not in STATES:
@@ -202,8 +201,7 @@ def write_status(run_dir: str | os.PathLike, state: str, **fields: Any) -> dict:
 
 def heartbeat(run_dir: str | os.PathLike, step: int | None = None) -> None:
     """Mark the run alive at ``step`` (state running, this pid and host, heartbeat now)."""
-    fields: dict[str, Any] = {} if step is None else {"step": int(step)}
-    write_status(run_dir, "running", **fields)
+    write_status(run_dir, "running", **({} if step is None else {"step": int(step)}))
 
 
 def write_result(run_dir: str | os.PathLike, result: dict) -> None:
@@ -264,7 +262,7 @@ def settle_state(run_dir: str | os.PathLike) -> str:
 # ----------------------------------------------------------------------------- typed records
 
 
-def _number(x: Any) -> float | None:
+def _number(x: Any) -> Any:
     """A finite real number from a record (ints stay ints), else None."""
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return None
@@ -313,7 +311,6 @@ class RunRecord:
     param_counts: dict[str, float] = field(default_factory=dict)  # by group, "total" included
     n_tokens: int | None = None
     flops: dict[str, float] = field(default_factory=dict)  # whole run, per FLOP convention
-    flops_per_token: dict[str, float] = field(default_factory=dict)
     convention: str = "6N"  # the one that sized the run
     budget: float | None = None
     vocab_size: int | None = None
@@ -324,7 +321,6 @@ class RunRecord:
     lr: float | None = None
     batch_size: int | None = None
     n_steps: int | None = None
-    recipe: str | None = None
     step: int | None = None  # last step status.json reported
     host: str | None = None
     pid: int | None = None
@@ -354,7 +350,7 @@ def measured_tokens_per_s(run_dir: str | os.PathLike) -> float | None:
 def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunRecord:
     """The run's records as a RunRecord; with `throughput`, its measured rate too."""
     run_dir = Path(run_dir)
-    where = dict(run_dir=run_dir, name=run_dir.name, sweep=run_dir.parent.name)
+    where: dict[str, Any] = dict(run_dir=run_dir, name=run_dir.name, sweep=run_dir.parent.name)
     try:
         config, status, result = read_config_json(run_dir), read_status(run_dir), read_result(run_dir)
     except UserError as e:
@@ -365,13 +361,13 @@ def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunReco
     return RunRecord(
         **where, state=state, reason=status.get("reason") if state != "done" else None,
         param_counts=_numbers(config.get("param_counts")), n_tokens=_number(config.get("n_tokens")),
-        flops=_numbers(config.get("flops")), flops_per_token=_numbers(config.get("flops_per_token")),
+        flops=_numbers(config.get("flops")),
         convention=convention if isinstance(convention, str) else "6N",
         budget=_number(config.get("budget")),
         **{k: _number(model.get(k)) for k in ("vocab_size", "seq_len", "n_layers", "d_model")},
         seed=_number(config.get("seed")), lr=_number(optim.get("lr")),
         batch_size=_number(config.get("batch_size")), n_steps=_number(config.get("n_steps")),
-        recipe=config.get("recipe"), step=_number(status.get("step")), host=status.get("host"),
+        step=_number(status.get("step")), host=status.get("host"),
         pid=_number(status.get("pid")), heartbeat=_number(status.get("heartbeat")),
         result=None if result is None else RunResult.from_dict(result),
         measured_tokens_per_s=measured_tokens_per_s(run_dir) if throughput else None)

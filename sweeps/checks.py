@@ -107,7 +107,6 @@ def enforce(findings: list[Finding], *, strict: bool) -> None:
 
 
 def _train_tokens(spec) -> int:
-    data = load_tokens(DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
-                                  eval_tokens=spec.data.eval_tokens),
-                       seq_len=spec.data.seq_len)
-    return data.n_train_tokens
+    data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
+                      eval_tokens=spec.data.eval_tokens)
+    return load_tokens(data, seq_len=spec.data.seq_len).n_train_tokens

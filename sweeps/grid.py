@@ -155,7 +155,7 @@ def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
     if not (isinstance(tokens_per_param, (int, float)) and math.isfinite(tokens_per_param)
             and tokens_per_param > 0):
         raise UserError(f"tokens_per_param: expected a positive number, got {tokens_per_param!r}")
-    shape_options = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
+    shape_options: dict = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
 
     min_budget = smallest_budget(convention=convention, vocab_size=vocab_size, seq_len=seq_len,
                                  tokens_per_param=tokens_per_param, **shape_options)
@@ -194,7 +194,7 @@ def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: in
     surviving sizes; `center_params` of the result is None."""
     budget = _check_budget(budget)
     convention = _check_options(convention, vocab_size, seq_len, batch_size, tolerance)
-    shape_options = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
+    shape_options: dict = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
     runs, dropped = _plan_targets(budget, list(targets), convention, vocab_size, seq_len,
                                   batch_size, tolerance, shape_options)
     return BudgetPlan(budget=budget, center_params=None, runs=tuple(runs), dropped=tuple(dropped))

@@ -30,7 +30,7 @@ def claim_sweep_dir(runs_dir: str | os.PathLike, sweep: str, spec_digest: str,
     """
     sweep_dir = safe_child(runs_dir, sweep)
     path = sweep_dir / SWEEP_FILE
-    record = {"name": sweep, "spec_hash": spec_digest, "spec": spec_dict, "claimed": time.time()}
+    record: dict = {"name": sweep, "spec_hash": spec_digest, "spec": spec_dict, "claimed": time.time()}
     if path.exists():
         try:
             old = read_json(path)

@@ -81,7 +81,7 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
     dropped: list = []
     for budget in spec.budgets:
         _, batch = hparams.choose(recipe, budget, seq_len, batch_size=spec.optim.batch_size)
-        kwargs = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
+        kwargs: dict = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
                       qk_norm=spec.model.qk_norm)
@@ -189,7 +189,7 @@ def measured_throughput(runs_dir: str | os.PathLike | None,
     points = []
     for r in iter_runs(runs_dir, throughput=True):
         rate = (r.result.tokens_per_s or r.measured_tokens_per_s) if r.result else None
-        per_token = r.flops_per_token.get(convention)
+        per_token = r.flops.get(convention, 0) / (r.n_tokens or float("inf"))
         if rate and per_token and rate > 0 and per_token > 0:
             points.append((float(per_token), float(rate)))
     return points
@@ -218,8 +218,7 @@ def estimate_wall_time(plan: SweepPlan, *, tokens_per_second: float | None = Non
         if not points:
             return {"per_run_s": [None] * len(plan.runs), "total_s": None,
                     "device_hours": None, "wall_s": None, "source": None}
-        x = np.log([p[0] for p in points])
-        y = np.log([p[1] for p in points])
+        x, y = np.log(np.array(points)).T  # log FLOPs per token, log tokens/s
         if len(points) >= 2 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
             slope = float(np.clip(slope, -1.5, 0.0))

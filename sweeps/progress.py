@@ -12,7 +12,7 @@ from rich.live import Live
 
 from sweeps.launch.local import Progress
 from sweeps.plan import SweepPlan, wsd_savings
-from sweeps.status import done_fraction, run_row
+from sweeps.status import done_fraction, run_row, summarize
 
 
 def format_duration(seconds: float | None) -> str:
@@ -32,9 +32,7 @@ class SweepProgress:
         self.console = Console(stderr=True)
         self.live: Live | None = None
         self.quiet = quiet
-        self.t0 = time.monotonic()
-        self.last = 0.0
-        self.min_interval = 0.5
+        self.t0, self.last, self.min_interval = time.monotonic(), 0.0, 0.5
         self.dirs = list(dirs)
         self.seen_states: dict = {}
         self.baseline: tuple[float, float] | None = None  # FLOPs and tokens done at the start
@@ -60,17 +58,17 @@ class SweepProgress:
             return
         self.last = now
         rows = [run_row(d) for d in self.dirs]
-        states = [r["state"] for r in rows]
-        flops_total = sum(r["flops"] or 0 for r in rows)
-        flops_done = sum((r["flops"] or 0) * done_fraction(r) for r in rows)
+        summary = summarize(rows)
+        states, flops_total, flops_done = (summary["states"], summary["flops_total"],
+                                           summary["flops_done"])
         tokens_done = sum((r["n_tokens"] or 0) * done_fraction(r) for r in rows)
         if self.baseline is None:
             self.baseline = (flops_done, tokens_done)
         dt = max(now - self.t0, 1e-9)
         rate = (flops_done - self.baseline[0]) / dt
         eta = (flops_total - flops_done) / rate if rate > 0 else None
-        line = (f"runs {states.count('done')}/{len(rows)} done, {len(progress.running)} running, "
-                f"{states.count('failed')} failed, {states.count('diverged')} diverged | FLOPs "
+        line = (f"runs {states.get('done', 0)}/{len(rows)} done, {len(progress.running)} running, "
+                f"{states.get('failed', 0)} failed, {states.get('diverged', 0)} diverged | FLOPs "
                 f"{flops_done:.3g}/{flops_total:.3g} "
                 f"({100 * flops_done / max(flops_total, 1e-30):.1f}%) | "
                 f"{(tokens_done - self.baseline[1]) / dt:,.0f} tok/s | ETA {format_duration(eta)}")

@@ -63,6 +63,7 @@ Example (every table optional except ``budgets``)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -73,7 +74,7 @@ from typing import Any
 
 from scaling.config import SCHEDULES
 from scaling.corpus import parse_synthetic
-from scaling.errors import UserError
+from scaling.errors import UserError, positive_number
 from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.flops import CONVENTIONS
 from scaling.tokenizer import parse_tokenizer
@@ -83,7 +84,7 @@ from sweeps.ownership import spec_hash
 
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
-BUDGET = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
+BUDGET: dict[str, Any] = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
 
 
 # ----------------------------------------------------------------------------- schema
@@ -223,16 +224,18 @@ class _Fields:
     def __init__(self, d: Any, where: str, schema: dict | None = None) -> None:
         if not isinstance(d, dict):
             raise UserError(f"{where or 'spec'}: expected a table, got {_show(d)}")
-        self.d, self.where, self.used, self.schema = d, where, set(), schema
+        self.d, self.where, self.schema = d, where, schema
+        self.used: set = set()
 
-    def _dry(self, key: str, default: Any, **schema: Any) -> bool:
-        """In a dry run: record `key`'s schema and say so."""
-        if self.schema is None:
-            return False
-        self.schema[key] = {k: v for k, v in schema.items() if v is not None}
-        if default is not None:
-            self.schema[key]["default"] = default
-        return True
+    def _read(self, key: str, default: Any, **schema: Any) -> tuple[Any, bool]:
+        """(value, whether to check it): a dry run records `key`'s schema and gives the
+        default unchecked, as does an absent key whose default is None."""
+        if self.schema is not None:
+            self.schema[key] = {k: v for k, v in {**schema, "default": default}.items()
+                                if v is not None}
+            return default, False
+        value = self.get(key, default)
+        return value, not (value is None and default is None)
 
     def _key(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -244,46 +247,38 @@ class _Fields:
     def has(self, key: str) -> bool:
         return key in self.d
 
+    def table(self, key: str) -> _Fields:
+        if self.schema is None:
+            return _Fields(self.get(key, {}), self._key(key))
+        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
+        return _Fields({}, self._key(key), self.schema[key]["properties"])
+
     def int(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
-        if self._dry(key, default, type="integer", minimum=lo, maximum=hi):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        bound = _bounds_text(lo, hi)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {_show(value)}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {value}")
+        value, check = self._read(key, default, type="integer", minimum=lo, maximum=hi)
+        if check and (isinstance(value, bool) or not isinstance(value, int)
+                      or (lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise UserError(f"{self._key(key)}: expected an integer{_bounds_text(lo, hi)}, got "
+                            f"{_show(value)}")
         return value
 
     def float(self, key: str, default: Any, lo: float | None = None, hi: float | None = None,
               lo_open: bool = False) -> Any:
-        if self._dry(key, default, type="number", **_number_schema(lo, hi, lo_open)):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        return _number(value, self._key(key), lo, hi, lo_open)
+        value, check = self._read(key, default, type="number", **_number_schema(lo, hi, lo_open))
+        return _number(value, self._key(key), lo, hi, lo_open) if check else value
 
     def bool(self, key: str, default: bool | None) -> Any:
-        if self._dry(key, default, type="boolean"):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, bool):
+        value, check = self._read(key, default, type="boolean")
+        if check and not isinstance(value, bool):
             raise UserError(f"{self._key(key)}: expected true or false, got {_show(value)}")
         return value
 
     def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None,
             pattern: str | None = None) -> Any:
-        if self._dry(key, default, type="string", minLength=1, enum=list(choices or ()) or None,
-                     pattern=pattern and f"^{pattern}$"):
-            return default
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
+        value, check = self._read(key, default, type="string", minLength=1,
+                                  enum=list(choices or ()) or None,
+                                  pattern=pattern and f"^{pattern}$")
+        if not check:
+            return value
         if not isinstance(value, str) or not value:
             raise UserError(f"{self._key(key)}: expected a non-empty string, got {_show(value)}")
         if choices and value not in choices:
@@ -291,12 +286,6 @@ class _Fields:
         if pattern and not re.fullmatch(pattern, value):
             raise UserError(f"{self._key(key)}: unexpected characters in {value!r}")
         return value
-
-    def table(self, key: str) -> _Fields:
-        if self.schema is None:
-            return _Fields(self.get(key, {}), self._key(key))
-        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
-        return _Fields({}, self._key(key), self.schema[key]["properties"])
 
     def done(self) -> None:
         unknown = sorted(set(self.d) - self.used)
@@ -382,7 +371,7 @@ def parse_spec(d: dict) -> SweepSpec:
         raise UserError("budgets: missing (a list of FLOP budgets, or a table with values or "
                         "min/max/count)")
     budgets = _budgets(top)
-    tables = {key: read(top.table(key)) for key, read in TABLES.items()}
+    tables: dict[str, Any] = {key: read(top.table(key)) for key, read in TABLES.items()}
     top.done()
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
@@ -433,25 +422,20 @@ def _model(t: _Fields) -> ModelSpec:
 
 
 def _budgets(top: _Fields) -> tuple[float, ...]:
-    raw = top.get("budgets")
-    if isinstance(raw, list):
-        values = raw
-        where = "budgets"
-    else:
-        t = _Fields(raw, "budgets")
+    values, where = top.get("budgets"), "budgets"
+    if not isinstance(values, list):
+        t = _Fields(values, "budgets")
         if t.has("values") and any(t.has(k) for k in ("min", "max", "count")):
             raise UserError("budgets: give either values or min/max/count, not both")
-        if t.has("values"):
-            values = t.get("values")
-            where = "budgets.values"
-            if not isinstance(values, list):
-                raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
-        else:
+        if not t.has("values"):
             for key in ("min", "max", "count"):
                 if not t.has(key):
                     raise UserError(f"budgets.{key}: missing (or give budgets.values)")
             return _budget_range(t)
+        values, where = t.get("values"), "budgets.values"
         t.done()
+        if not isinstance(values, list):
+            raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
     if not values:
         raise UserError(f"{where}: expected at least one budget")
     out = [_number(v, f"{where}[{i}]", **BUDGET) for i, v in enumerate(values)]
@@ -488,7 +472,7 @@ def _grid(t: _Fields) -> GridSpec:
         if t.has("sizes") or t.has("span"):
             raise UserError("grid.params: give either explicit params or sizes/span, not both")
     out = GridSpec(
-        sizes=t.int("sizes", 7, lo=MIN_SIZES, hi=100) if params is None else len(params),
+        sizes=t.int("sizes", 7, lo=MIN_SIZES) if params is None else len(params),
         span=t.float("span", 30.0, lo=1, hi=1e6, lo_open=True),
         center=t.str("center", "chinchilla", ("chinchilla", "fit")),
         tokens_per_param=t.float("tokens_per_param", 20.0, lo=0, lo_open=True),
@@ -559,7 +543,7 @@ def _checks(t: _Fields) -> ChecksSpec:
 def _launcher(t: _Fields) -> LauncherSpec:
     out = LauncherSpec(
         kind=t.str("kind", "local", ("local", "slurm")),
-        workers=t.int("workers", 1, lo=1, hi=1024),
+        workers=t.int("workers", 1, lo=1),
         threads_per_worker=t.int("threads_per_worker", None, lo=1),
         partition=t.str("partition", None, pattern=SLURM_PATTERN),
         time_min=t.int("time_min", 60, lo=1),
@@ -611,20 +595,29 @@ def json_schema() -> dict:
             "not": {"required": ["seed", "seeds"]}}
 
 
+def _cli_value(text: str) -> Any:
+    value: Any = text
+    with contextlib.suppress(ValueError):  # "7" -> 7, "1e18" -> 1e18, "x" stays text
+        value = float(text)
+        value = int(text)
+    return value
+
+
+def check_number(text: str, where: str, *, integer: bool = False, lo: Any = None,
+                 hi: Any = None, lo_open: bool = False) -> Any:
+    """A command-line number checked as spec numbers are, the one-line error naming `where`."""
+    if integer:
+        return _Fields({where: _cli_value(text)}, "").int(where, None, lo, hi)
+    return _number(_cli_value(text), where, lo, hi, lo_open)
+
+
 def check_argument(text: str, key: str, where: str) -> Any:
     """A command-line value checked as the spec's `key` ("grid.sizes", "budgets") is: the
     same type and bounds, the one-line error naming `where` (e.g. "--sizes")."""
-    value: Any = text
-    for kind in (int, float):
-        try:
-            value = kind(text)
-            break
-        except ValueError:
-            continue
-    if key == "budgets":
-        return _number(value, where, **BUDGET)
+    if key == "budgets":  # a positive number first, in the words of every FLOP argument
+        return _number(positive_number(text, where, " of FLOPs"), where, **BUDGET)
     table, _, name = key.partition(".")
     try:
-        return getattr(TABLES[table](_Fields({name: value}, table)), name)
+        return getattr(TABLES[table](_Fields({name: _cli_value(text)}, table)), name)
     except UserError as e:
         raise UserError(str(e).replace(f"{key}:", f"{where}:", 1)) from None

@@ -7,6 +7,7 @@ Reads only config.json, status.json and result.json (a few small files per run, 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from scaling.runs import RunRecord, iter_runs, read_run
@@ -39,9 +40,6 @@ def done_fraction(row: dict) -> float:
 
 
 def summarize(rows: list[dict]) -> dict:
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    return {"runs": len(rows), "states": states,
+    return {"runs": len(rows), "states": dict(Counter(r["state"] for r in rows)),
             "flops_total": sum(r.get("flops") or 0 for r in rows),
             "flops_done": sum((r.get("flops") or 0) * done_fraction(r) for r in rows)}

@@ -6,24 +6,23 @@ interrupted ones continue from their checkpoints. The sweep's directory
 same name is refused unless ``force``.
 
 With ``grid.center = "fit"`` budgets are run smallest first, and each budget after the
-first is re-centred on the optimum that the finished budgets predict (a parabola in
-log N through each finished budget's losses, then a power law N*(C) through their minima;
-with one finished budget, Chinchilla's exponent 0.5 from its minimum), as Marin's ladder
-does. The plan is a pure function of the finished results, so a resumed sweep re-plans
+first is re-centred on the optimum that the finished budgets predict (Approach 2 of the analysis:
+a parabola in log N through each finished budget's losses, then a power law N*(C) through
+their minima; with one finished budget, Chinchilla's exponent 0.5 from its minimum), as
+Marin's ladder does. The plan is a pure function of the finished results, so a resumed sweep re-plans
 the same runs.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
+from analysis.approach2 import isoflop_minima, power_laws_from_minima
 from scaling import runs
 from scaling.errors import UserError
 from sweeps.launch.local import run_local
@@ -74,31 +73,25 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
 
 def fit_centers(spec: SweepSpec, runs_dir: str | os.PathLike) -> dict[float, float]:
     """Predicted optimal N for every budget of `spec` not yet finished, from those finished
-    in ``runs_dir/<name>`` (empty when none is)."""
-    minima: dict[float, float] = {}
-    by_budget: dict[float, list[tuple[float, float]]] = {}
+    in ``runs_dir/<name>`` (empty when none is): the Approach 2 frontier that the report
+    shows (analysis.approach2), or with one finished budget Chinchilla's exponent 0.5
+    through its IsoFLOP minimum."""
     sweep_dir = Path(runs_dir) / spec.name
-    if not sweep_dir.is_dir():
-        return {}
-    for r in runs.iter_runs(sweep_dir):
-        if r.result is None or r.budget is None or r.result.eval_loss is None or not r.n_params:
-            continue
-        by_budget.setdefault(float(r.budget), []).append((math.log(r.n_params), r.result.eval_loss))
-    for budget, points in by_budget.items():
-        if len(points) < 3:
-            continue
-        x, y = np.array(points).T
-        c2, c1, _ = np.polyfit(x, y, 2)
-        # positive curvature only; else the best measured point (never a concave vertex)
-        log_n = -c1 / (2 * c2) if c2 > 0 else x[np.argmin(y)]
-        minima[budget] = float(np.clip(log_n, x.min() - 1.0, x.max() + 1.0))
+    rows = [{"params": r.n_params, "tokens": r.n_tokens, "budget": float(r.budget),
+             "loss": r.result.eval_loss}
+            for r in (runs.iter_runs(sweep_dir) if sweep_dir.is_dir() else ())
+            if r.result is not None and r.budget is not None and r.result.eval_loss is not None
+            and r.n_params and r.n_tokens]
+    minima = isoflop_minima(pd.DataFrame(rows), warn=False) if rows else []
     if not minima:
         return {}
-    cs = np.log(np.array(sorted(minima)))
-    ns = np.array([minima[c] for c in sorted(minima)])
-    slope, intercept = (np.polyfit(cs, ns, 1) if len(cs) >= 2 else (0.5, ns[0] - 0.5 * cs[0]))
-    return {b: float(math.exp(intercept + slope * math.log(b)))
-            for b in spec.budgets if b not in minima}
+    if len(minima) >= 2:
+        frontier = power_laws_from_minima(minima).params_opt
+    else:
+        (m,) = minima
+        frontier = lambda c: m.params_opt * (c / m.budget) ** 0.5  # noqa: E731
+    done = {m.budget for m in minima}
+    return {b: float(frontier(b)) for b in spec.budgets if b not in done}
 
 
 def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from scaling_cli.commands._format import si
 from scaling.model_config import DEFAULT_SEQ_LEN
 from sweeps.grid import plan_budget_full
 from sweeps.plan import format_summary, plan_summary, plan_sweep
-from sweeps.spec import check_argument, load_spec
+from sweeps.spec import check_argument, check_number, load_spec
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",
            "FLOPs", "error")
@@ -32,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", action="append", metavar="C", default=[],
                         help="FLOP budget, e.g. 1e18 (repeat for several)")
     parser.add_argument("--sizes", metavar="K", default="7",
-                        help="model sizes per budget (3 to 100, default 7)")
+                        help="model sizes per budget (>= 3, default 7)")
     parser.add_argument("--span", metavar="F", default="30",
                         help="ratio of the largest to the smallest size (default 30)")
     parser.add_argument("--convention", metavar="NAME", default="6N",
@@ -57,13 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print a JSON list of runs instead of a table")
 
 
-def _positive_int(text: str, where: str) -> int:
-    value = positive_number(text, where)
-    if value != int(value):
-        raise UserError(f"{where}: expected a positive integer, got {text!r}")
-    return int(value)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.spec is not None:
         if args.budget:
@@ -75,18 +67,16 @@ def run(args: argparse.Namespace) -> int:
     n_sizes = check_argument(args.sizes, "grid.sizes", "--sizes")
     span = check_argument(args.span, "grid.span", "--span")
     convention = check_convention(args.convention, "--convention")
-    vocab_size = _positive_int(args.vocab_size, "--vocab-size")
+    vocab_size = check_number(args.vocab_size, "--vocab-size", integer=True, lo=1)
     seq_len = check_argument(args.seq_len, "data.seq_len", "--seq-len")
     budgets = [check_argument(text, "budgets", "--budget") for text in args.budget]
-    planned, dropped = [], []
-    for budget in budgets:
-        try:
-            plan = plan_budget_full(budget, n_sizes=n_sizes, span=span, convention=convention,
-                                    vocab_size=vocab_size, seq_len=seq_len)
-        except UserError as e:
-            raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
-        planned.extend(plan.runs)
-        dropped.extend(plan.dropped)
+    try:
+        plans = [plan_budget_full(budget, n_sizes=n_sizes, span=span, convention=convention,
+                                  vocab_size=vocab_size, seq_len=seq_len) for budget in budgets]
+    except UserError as e:
+        raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
+    planned = [r for p in plans for r in p.runs]
+    dropped = [d for p in plans for d in p.dropped]
     if args.json:
         print(json.dumps([run.to_dict() for run in planned], indent=2))
     else:
@@ -98,10 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_spec(args: argparse.Namespace) -> int:
-    rate = None
-    if args.tokens_per_second is not None:
-        rate = positive_number(args.tokens_per_second, "--tokens-per-second")
-    noise = _noise(args.noise) if args.simulate else None
+    rate = (None if args.tokens_per_second is None
+            else positive_number(args.tokens_per_second, "--tokens-per-second"))
+    noise = check_number(args.noise, "--noise", lo=0) if args.simulate else None
     plan = plan_sweep(load_spec(args.spec))
     planned = [item.planned for item in plan.runs]
     if args.json:
@@ -114,30 +103,18 @@ def _run_spec(args: argparse.Namespace) -> int:
     return 0
 
 
-def _noise(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise UserError(f"--noise: expected a finite number >= 0, got {text!r}")
-    return value
-
-
 def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
     """What a fit of this grid would pin down, from refits of simulated studies."""
     # analysis imports pandas and JAX: only --simulate pays for them, not `scaling --help`
     import pandas as pd
 
-    from analysis.approach3 import Approach3Result
+    from analysis.fitdoc import read_fit
     from analysis.simulate import EPOCH_LAW, simulate_study
 
     law, source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
     fit_path = sweep_dir / "fit.json"
-    if fit_path.is_file():
-        block = read_json_object(fit_path).get("approach3")
-        if isinstance(block, dict) and "error" not in block:
-            law, source = Approach3Result.from_dict(block), str(fit_path)
+    if fit_path.is_file() and read_fit(fit_path).parametric("approach3")[1] is not None:
+        law, source = read_fit(fit_path).parametric("approach3")[1], str(fit_path)
     design = pd.DataFrame({"params": [p.n_params for p in planned],
                            "tokens": [p.n_tokens for p in planned],
                            "budget": [p.budget for p in planned]})

@@ -25,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis import artifacts
+    from analysis.fitdoc import read_fit, resolve_fit_path
     from analysis.predict import predict_from_fit, resolve_point
     from scaling.fileio import to_json
 
     n, d = resolve_point(args.params, args.tokens, args.flops)
-    fit_path = artifacts.resolve_fit_path(args.fit)
-    out = predict_from_fit(artifacts.read_fit(fit_path), n, d, level=args.level)
+    fit_path = resolve_fit_path(args.fit)
+    out = predict_from_fit(read_fit(fit_path), n, d, level=args.level)
     out["fit_path"] = str(fit_path)
     if args.json:
         print(to_json(out))

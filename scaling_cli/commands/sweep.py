@@ -15,7 +15,7 @@ import time
 from scaling.errors import RunFailed
 from sweeps.progress import SweepProgress, format_duration
 from sweeps.spec import check_argument, load_spec
-from sweeps.status import run_row
+from sweeps.status import run_row, summarize
 from sweeps.sweep import run_sweep
 
 
@@ -45,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
         view.stop()
     rows = [run_row(d) for d in outcome.run_dirs]
     bad = [r for r in rows if r["state"] in ("failed", "diverged")]
+    states = summarize(rows)["states"]
     summary = {"sweep": spec.name, "runs_dir": args.runs_dir, "runs": len(rows),
-               "done": sum(r["state"] == "done" for r in rows),
-               "diverged": sum(r["state"] == "diverged" for r in rows),
-               "failed": sum(r["state"] == "failed" for r in rows),
+               **{s: states.get(s, 0) for s in ("done", "diverged", "failed")},
                "flops": outcome.plan.total_flops, "wall_time_s": time.monotonic() - t0,
                "problems": [{"run": r["run"], "state": r["state"], "reason": r["reason"]}
                             for r in bad]}

@@ -37,7 +37,6 @@ class Progress:
     total: int
     states: dict[Path, str] = field(default_factory=dict)  # final or current state per run
     running: set[Path] = field(default_factory=set)
-    elsewhere: set[Path] = field(default_factory=set)  # locked by another launcher
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -128,7 +127,6 @@ class _Slots:
         self.active[d] = (proc, slot)
         self.queue.remove(d)
         self.progress.running.add(d)
-        self.progress.elsewhere.discard(d)
         self.progress.states[d] = "running"
 
     def reap(self, stopping: bool) -> None:
@@ -141,8 +139,7 @@ class _Slots:
             del self.active[d]
             self.free = sorted([*self.free, slot])
             self.progress.running.discard(d)
-            if rc == EXIT_LOCKED:
-                self.progress.elsewhere.add(d)
+            if rc == EXIT_LOCKED:  # another launcher trains it: look again later
                 self.progress.states[d] = "running"
                 self.retry_at[d] = time.monotonic() + RETRY_LOCKED_S
                 self.queue.append(d)
@@ -174,7 +171,7 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
         progress.states[d] = state if state in skip else "pending"
     slots = _Slots([d for d in dirs if progress.states[d] == "pending"], progress, workers,
                    threads_per_worker, train_cmd)
-    stop: list[int] = []
+    stop: list[int] = []  # the signals received
     handlers = {}
     for s in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -205,11 +202,7 @@ def _final_state(run_dir: Path, rc: int) -> str:
         state = runs.effective_state(run_dir)
     except UserError:
         return "failed"
-    if state in runs.TERMINAL_STATES:
-        return state
-    if rc == 0:
-        return "done"
-    return "failed"
+    return state if state in runs.TERMINAL_STATES else "done" if rc == 0 else "failed"
 
 
 def _stop_all(active: dict[Path, tuple[subprocess.Popen, int]], grace_s: float = 60.0) -> None:

@@ -192,8 +192,7 @@ def test_read_run_carries_the_resolved_config_status_and_result(tmp_path):
         assert rec.flops[conv] == pytest.approx(per_token * 160)
     assert rec.run_flops == rec.flops["6N"]
     assert (rec.vocab_size, rec.seq_len, rec.n_layers, rec.d_model) == (256, 16, 2, 32)
-    assert (rec.seed, rec.lr, rec.batch_size, rec.n_steps, rec.recipe) == (
-        3, cfg.optim.lr, 2, 5, "r1")
+    assert (rec.seed, rec.lr, rec.batch_size, rec.n_steps) == (3, cfg.optim.lr, 2, 5)
     assert (rec.step, rec.pid, rec.host) == (2, os.getpid(), socket.gethostname())
     assert rec.result is None and rec.measured_tokens_per_s is None
     runs.write_result(run_dir, {"eval_loss": 2.5, "n_params": 7, "wall_time_s": 3.0,
