@@ -17,8 +17,8 @@ from analysis.approach2 import PowerLawResult
 from analysis.approach3 import Approach3Result
 from analysis.fitdoc import FitDocument
 from analysis.fits import fit_points, parse_approaches
-from analysis.load import load_curves, load_points
 from analysis.frontier import check_fixed_E, e_sensitivity, frontier_from_minima
+from analysis.load import load_curves, load_points
 from analysis.noise import (
     DEFAULT_OUTLIER_SIGMA,
     NoiseEstimate,

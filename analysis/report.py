@@ -353,6 +353,9 @@ def worst_fit_rows(points, fit: FitDocument, col: str, k: int = 5) -> list[list[
 
 def rollout_rows(rollout: dict) -> list[list[str]]:
     """Rows of the rollout table from fit.json's "rollout" block (analysis.rollout)."""
+    def _finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
     rows = []
     for st in rollout.get("steps") or []:
         target = (human_flops(st["target"]) if rollout.get("mode") == "budgets"
