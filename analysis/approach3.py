@@ -219,6 +219,14 @@ def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
     return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
 
 
+def overestimate_weights(r: np.ndarray, penalty: float) -> np.ndarray:
+    """Weight `penalty` on residuals where the law predicts a loss above the run's (r > 0),
+    1 elsewhere: the asymmetric loss of OLMo-core's ladder fits. A run that was under-tuned
+    sits above the law; with penalty > 1 it pulls the fit up less than a well-tuned run pulls
+    it down, so the law tracks the lower envelope of the runs."""
+    return np.where(r > 0, penalty, 1.0)
+
+
 def log_residuals(theta: np.ndarray, log_n, log_d, log_loss) -> np.ndarray:
     a, b, e, alpha, beta = theta
     u = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
@@ -227,15 +235,17 @@ def log_residuals(theta: np.ndarray, log_n, log_d, log_loss) -> np.ndarray:
 
 
 def objective(theta: Any, n_params: Any, n_tokens: Any, loss: Any,
-              delta: float = HUBER_DELTA) -> float:
+              delta: float = HUBER_DELTA, overestimate_penalty: float = 1.0) -> float:
     """Summed Huber loss of LSE(a - alpha log N, b - beta log D, e) - log L at theta =
-    (a, b, e, alpha, beta). This is the objective Epoch (and we) minimise."""
+    (a, b, e, alpha, beta). This is the objective Epoch (and we) minimise; with
+    `overestimate_penalty` != 1 over-predictions are weighted by it."""
     r = log_residuals(np.asarray(theta, dtype=np.float64), np.log(n_params),
                       np.log(n_tokens), np.log(loss))
-    return float(huber(r, delta).sum())
+    return float((overestimate_weights(r, overestimate_penalty) * huber(r, delta)).sum())
 
 
-def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: float):
+def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: float,
+                       penalty: float = 1.0):
     """Objective and analytic gradient in internal coordinates, float64 numpy (for scipy)."""
     ap, bp, e, alp, bep = x
     u = np.stack([ap - alp * zn, bp - bep * zd, np.full_like(zn, e)])
@@ -243,10 +253,11 @@ def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: flo
     ex = np.exp(u - m)
     s = ex.sum(axis=0)
     r = m + np.log(s) - log_loss
-    psi = np.clip(r, -delta, delta)
+    weight = overestimate_weights(r, penalty)
+    psi = weight * np.clip(r, -delta, delta)
     w = ex / s * psi
     g = np.array([w[0].sum(), w[1].sum(), w[2].sum(), -(w[0] * zn).sum(), -(w[1] * zd).sum()])
-    return huber(r, delta).sum() * scale, g * scale
+    return (weight * huber(r, delta)).sum() * scale, g * scale
 
 
 # ----------------------------------------------------------------------------- batched L-BFGS (JAX)
@@ -429,12 +440,42 @@ def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
 # ----------------------------------------------------------------------------- public fits
 
 
-def _polish(x: np.ndarray, zn, zd, log_loss, delta: float) -> tuple[np.ndarray, float]:
+def point_bucket(n_points: int) -> int:
+    """The padded problem size for n_points: 32, 48, 64, 96, 128, 192, ... (at most 1.5x).
+    XLA compiles one program per shape; padding to a few sizes lets a rollout's many fits,
+    and the persistent compile cache across CSVs, reuse one compilation."""
+    size = 32
+    while size < n_points:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def _pad_points(zn: np.ndarray, zd: np.ndarray, log_loss: np.ndarray,
+                weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Append zero-weight points up to `point_bucket`: they add nothing to the objective or
+    its gradient (every term is multiplied by its weight)."""
+    n_pts = len(zn)
+    extra = point_bucket(n_pts) - n_pts
+    w = np.ones((1, n_pts)) if weights is None else np.atleast_2d(weights)
+    ll = np.atleast_2d(log_loss)
+    if extra == 0:
+        return zn, zd, log_loss, w
+
+    def pad(a):
+        return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
+
+    ll = pad(ll)
+    return pad(zn), pad(zd), ll[0] if np.ndim(log_loss) == 1 else ll, pad(w)
+
+
+def _polish(x: np.ndarray, zn, zd, log_loss, delta: float,
+            penalty: float = 1.0) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
-    f0, _ = _value_and_grad_np(x, zn, zd, log_loss, delta, 1.0)
+    f0, _ = _value_and_grad_np(x, zn, zd, log_loss, delta, 1.0, penalty)
     scale = 1.0 / max(f0, 1e-300)
-    res = minimize(_value_and_grad_np, x, args=(zn, zd, log_loss, delta, scale), jac=True,
+    res = minimize(_value_and_grad_np, x, args=(zn, zd, log_loss, delta, scale, penalty),
+                   jac=True,
                    method="L-BFGS-B", options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000,
                                                    maxcor=20))
     f1 = float(res.fun) / scale
@@ -442,13 +483,24 @@ def _polish(x: np.ndarray, zn, zd, log_loss, delta: float) -> tuple[np.ndarray, 
 
 
 def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray | None = None,
-                  delta: float = HUBER_DELTA, n_polish: int = 4) -> Approach3Result:
+                  delta: float = HUBER_DELTA, n_polish: int = 4,
+                  overestimate_penalty: float = 1.0) -> Approach3Result:
     """Fit L = E + A/N^alpha + B/D^beta by the summed-Huber log-loss objective.
 
     starts: rows (a, b, e, alpha, beta), default Chinchilla's 4,500-point grid; all are
     optimised at once (float32 search), then the `n_polish` best distinct optima are
     polished with scipy L-BFGS-B (float64, ftol 1e-15) and the lowest objective is returned.
+    overestimate_penalty > 1: the asymmetric objective (`overestimate_weights`). The search
+    over starts stays symmetric (it only ranks basins); twice as many basins are polished on
+    the asymmetric objective. `objective` is then still the symmetric one (comparable across
+    fits) and extra["penalised_objective"] is what was minimised.
     """
+    if not (math.isfinite(overestimate_penalty) and overestimate_penalty > 0):
+        raise UserError(f"overestimate_penalty: expected a positive number, got "
+                        f"{overestimate_penalty}")
+    penalty = float(overestimate_penalty)
+    if penalty != 1.0:
+        n_polish *= 2
     n, d, l = check_points(n_params, n_tokens, loss)
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
     sc = _Scaling.of(log_n, log_d)
@@ -456,8 +508,8 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
     starts = chinchilla_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     # The search over starts runs in float32 (XLA's float64 exp/log are ~7x slower on CPU);
     # it only ranks basins. The reported optimum comes from the float64 polish below.
-    x, f, n_iter = batched_lbfgs(sc.to_internal(starts), zn, zd, log_l, delta=delta,
-                                 dtype="float32", ftol=1e-6, gtol=1e-5)
+    x, f, n_iter = batched_lbfgs(sc.to_internal(starts), *_pad_points(zn, zd, log_l, None),
+                                 delta=delta, dtype="float32", ftol=1e-6, gtol=1e-5)
     f = np.where(np.isfinite(f), f, np.inf)
     order = np.argsort(f)
     best_x, best_f = None, math.inf
@@ -468,16 +520,20 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
         if any(np.max(np.abs(x[i] - p)) < 1e-3 for p in picked):
             continue
         picked.append(x[i])
-        xp, fp = _polish(x[i], zn, zd, log_l, delta)
+        xp, fp = _polish(x[i], zn, zd, log_l, delta, penalty)
         if fp < best_f:
             best_x, best_f = xp, fp
     if best_x is None:
         raise RunFailed("approach3: no start reached a finite objective")
     theta = sc.to_theta(best_x)
+    extra = {"batched_best_objective": float(f[order[0]]),
+             "median_iterations": float(np.median(n_iter))}
+    if penalty != 1.0:
+        extra.update(overestimate_penalty=penalty,
+                     penalised_objective=objective(theta, n, d, l, delta, penalty))
     return Approach3Result.from_theta(
         theta, objective(theta, n, d, l, delta), len(n), method="lbfgs", n_starts=len(starts),
-        extra={"batched_best_objective": float(f[order[0]]),
-               "median_iterations": float(np.median(n_iter))})
+        extra=extra)
 
 
 def local_starts(theta: np.ndarray, scaling: _Scaling) -> np.ndarray:
@@ -521,11 +577,11 @@ def refit_many(n_params: Any, n_tokens: Any, log_loss_GxP: np.ndarray,
         return arr if arr.shape[0] == 1 else np.repeat(arr, k, axis=0)
 
     w = None if weights_GxP is None else rows(np.asarray(weights_GxP, dtype=np.float64))
-    x, f, _ = batched_lbfgs(x0, zn, zd, rows(ll), w, delta=delta, dtype="float32",
-                            ftol=1e-6, gtol=1e-5, n_groups=n_groups)
+    x, f, _ = batched_lbfgs(x0, *_pad_points(zn, zd, rows(ll), w), delta=delta,
+                            dtype="float32", ftol=1e-6, gtol=1e-5, n_groups=n_groups)
     f = np.where(np.isfinite(f), f, np.inf).reshape(n_groups, k)
     best = x.reshape(n_groups, k, N_PARAMS)[np.arange(n_groups), np.argmin(f, axis=1)]
-    x, f, _ = batched_lbfgs(best, zn, zd, ll, None if w is None else weights_GxP,
+    x, f, _ = batched_lbfgs(best, *_pad_points(zn, zd, ll, weights_GxP),
                             delta=delta, dtype="float64", ftol=1e-12, gtol=1e-10,
                             n_groups=n_groups)
     return sc.to_theta(x), f

@@ -29,6 +29,7 @@ from analysis.approach2 import POWER_KEYS, IsoFlopMinimum, PowerLaw, PowerLawRes
 from analysis.approach3 import HUBER_DELTA, LAW_KEYS, Approach3Result, ParametricLaw
 from analysis.artifacts import read_fit as read_fit_json
 from analysis.bootstrap import DEFAULT_LEVEL, Bootstrap, Holdout
+from analysis.noise import NoiseEstimate
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_json
 from scaling.shapes import PARAMS_KINDS
@@ -63,6 +64,15 @@ class FitDocument:
     approaches: Mapping[str, Result | ApproachError] = field(default_factory=dict)
     bootstrap: Mapping[str, Bootstrap] = field(default_factory=dict)
     validation: Mapping[str, Holdout] = field(default_factory=dict)  # "holdout"
+    # Forecast blocks (analysis.forecast): the measured noise, runs beyond k sigma, the
+    # compute-frontier law with its E table, the rolling-origin validation (plain dicts of
+    # analysis.frontier / analysis.rollout records), the fitted runs' sweeps, --exclude names.
+    noise: NoiseEstimate | None = None
+    outliers: tuple[dict, ...] = ()
+    frontier: Mapping[str, Any] = field(default_factory=dict)
+    rollout: Mapping[str, Any] = field(default_factory=dict)
+    sweeps: tuple[str, ...] = ()
+    excluded_runs: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------- questions
 
@@ -139,6 +149,15 @@ class FitDocument:
                 block["bootstrap"] = boot.to_dict()
             d[name] = block
         d.update({name: v.to_dict() for name, v in self.validation.items()})
+        if self.noise is not None:
+            d["noise"] = self.noise.to_dict()
+            d["outliers"] = [dict(o) for o in self.outliers]
+        for key in ("frontier", "rollout"):
+            if getattr(self, key):
+                d[key] = dict(getattr(self, key))
+        for key in ("sweeps", "excluded_runs"):
+            if getattr(self, key):
+                d[key] = list(getattr(self, key))
         return d
 
     @classmethod
@@ -170,7 +189,27 @@ class FitDocument:
                    convention=_typed(d, "convention", where, "6N"), params_kind=params_kind,
                    budgets_inferred=_typed(d, "budgets_inferred", where, False, bool),
                    huber_delta=_number(d, "huber_delta", where, _POSITIVE, default=HUBER_DELTA),
-                   approaches=approaches, bootstrap=bootstrap, validation=validation)
+                   approaches=approaches, bootstrap=bootstrap, validation=validation,
+                   **_read_forecast(d, where))
+
+
+def _read_forecast(d: dict, where: str) -> dict:
+    """The forecast blocks; the noise is checked (predictions use it), the rest kept as
+    written (reports only display them)."""
+    out: dict[str, Any] = {}
+    if d.get("noise") is not None:
+        noise = NoiseEstimate.from_dict(_object(d["noise"], f"{where}.noise"))
+        if not (math.isfinite(noise.sigma) and noise.sigma >= 0):
+            raise UserError(f"{where}.noise.sigma: expected a number >= 0, got {noise.sigma}")
+        out["noise"] = noise
+        out["outliers"] = tuple(o for o in d.get("outliers") or [] if isinstance(o, dict))
+    for key in ("frontier", "rollout"):
+        if d.get(key) is not None:
+            out[key] = _object(d[key], f"{where}.{key}")
+    for key in ("sweeps", "excluded_runs"):
+        if isinstance(d.get(key), list):
+            out[key] = tuple(str(x) for x in d[key])
+    return out
 
 
 def _keys(law: Law) -> tuple[str, ...]:

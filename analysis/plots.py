@@ -484,6 +484,40 @@ def residuals_figure(points, fit: FitDocument, approach: str | None = None) -> F
     return fig
 
 
+def rollout_figure(rollout: dict) -> Figure:
+    """Rolling-origin validation (fit.json's "rollout"): every predicted run's forecast
+    against its observed loss, with its prediction interval, coloured by origin; the diagonal
+    is a perfect forecast."""
+    fig = _new_figure(figsize=(6.4, 5.4))
+    ax = fig.subplots()
+    steps = rollout.get("steps") or []
+    cmap = matplotlib.colormaps["viridis"]
+    lo_all, hi_all = math.inf, -math.inf
+    for i, step in enumerate(steps):
+        rows = step.get("predicted") or []
+        if not rows:
+            continue
+        obs = np.array([r["observed"] for r in rows])
+        pred = np.array([r["predicted"] for r in rows])
+        pi = np.array([r["pi"] for r in rows])
+        color = cmap(i / max(len(steps) - 1, 1))
+        ax.errorbar(obs, pred, yerr=[pred - pi[:, 0], pi[:, 1] - pred], fmt="o", ms=4,
+                    color=color, alpha=0.8, lw=0.8,
+                    label=f"predicting {human_flops(step['target'])}"
+                    if rollout.get("mode") == "budgets" else f"N >= {human_count(step['target'])}")
+        lo_all = min(lo_all, obs.min(), pi[:, 0].min())
+        hi_all = max(hi_all, obs.max(), pi[:, 1].max())
+    if math.isfinite(lo_all):
+        ax.plot([lo_all, hi_all], [lo_all, hi_all], color="black", lw=0.8, label="forecast = observed")
+    level = rollout.get("level", 0.8)
+    ax.set_xlabel("Observed loss (nats/token)")
+    ax.set_ylabel(f"Forecast loss, {level:.0%} prediction interval (nats/token)")
+    ax.set_title("Rolling-origin validation of the parametric law")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 # --------------------------------------------------------------------------- saving
 
 

@@ -254,6 +254,14 @@ def _laws_section(doc: Document, fit: FitDocument) -> None:
                    "predicted min loss", "observed min loss", "mean |loss error| per run"],
                   holdout_rows(holdout))
 
+    if fit.rollout:
+        rows = rollout_rows(fit.rollout)
+        if rows:
+            doc.p(f"Rolling-origin validation over {fit.rollout['mode']}: fit on each "
+                  "origin's past, predict what follows ("
+                  f"{fit.rollout['level']:.0%} prediction intervals).")
+            doc.table(["predicted", "fitted runs", "loss* error", "ln(N* pred/obs)",
+                       "mean |loss error| per run", "runs in PI"], rows)
 
 def _recommendation_section(doc: Document, fit: FitDocument, rec) -> None:
     doc.h(f"Recommendation for C = {human_flops(rec.budget)} FLOPs")
@@ -341,6 +349,24 @@ def worst_fit_rows(points, fit: FitDocument, col: str, k: int = 5) -> list[list[
     return [[str(names.iloc[i]), human_count(points[col].iloc[i]),
              human_count(points["tokens"].iloc[i]), fmt_num(points["loss"].iloc[i], 4),
              fmt_num(predicted[i], 4), f"{residual[i]:+.4f}"] for i in order]
+
+
+def rollout_rows(rollout: dict) -> list[list[str]]:
+    """Rows of the rollout table from fit.json's "rollout" block (analysis.rollout)."""
+    def _finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    rows = []
+    for st in rollout.get("steps") or []:
+        target = (human_flops(st["target"]) if rollout.get("mode") == "budgets"
+                  else f"N >= {human_count(st['target'])}")
+        rows.append([target, str(st["n_train"]),
+                     f"{st['loss_opt_error']:+.2%}" if _finite(st.get("loss_opt_error")) else "-",
+                     f"{st['params_opt_log_error']:+.3f}"
+                     if _finite(st.get("params_opt_log_error")) else "-",
+                     f"{st['points_loss_mean_abs_rel_error']:.2%}",
+                     f"{st['points_pi_coverage']:.0%}"])
+    return rows
 
 
 def holdout_rows(holdout: Holdout) -> list[list[str]]:
@@ -447,6 +473,11 @@ def _figures(fig_dir: Path, src: Path, points, fit: FitDocument, budget: float):
         ("residuals", lambda: plots.residuals_figure(points, fit),
          "Residuals of the parametric fit (log loss), by model size and budget."),
     ]
+    if fit.rollout.get("steps"):
+        makers.append(("rollout", lambda: plots.rollout_figure(fit.rollout),
+                       "Rolling-origin validation: each run of the next budget (or of larger "
+                       "models) forecast from the fit on what came before, against its "
+                       "observed loss."))
     try:
         curves = load_curves(src) if src.is_dir() else None
     except (UserError, ValueError):  # unreadable curves cost the figure, not the report

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from analysis.bootstrap import DEFAULT_LEVEL
 from analysis.fitdoc import FitDocument, default_fit_path, write_fit
-from analysis.fits import FitWarning, fit_source
+from analysis.fits import FitWarning
+from analysis.forecast import fit_source_with_forecast
 from analysis.report import fmt_num
 from scaling.compile_cache import enable_compile_cache
 from scaling.fileio import to_json
@@ -38,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FLOP convention for a runs dir (default: each run's own)")
     parser.add_argument("--holdout", action="store_true",
                         help="also fit on all but the largest budget and predict it")
+    parser.add_argument("--rollout", action="store_true",
+                        help="rolling-origin validation: fit budgets 1..k, predict k+1")
+    parser.add_argument("--fix-E", type=float, default=None, metavar="VALUE", dest="fix_E",
+                        help="pin the irreducible loss E of the compute-frontier law")
+    parser.add_argument("--exclude", action="append", default=[], metavar="RUN",
+                        help="leave this run out (repeatable), e.g. a flagged outlier")
     parser.add_argument("--json", action="store_true", help="print the fit.json object")
     parser.add_argument("-o", "--output", default=None, metavar="FIT.json",
                         help="where to write fit.json")
@@ -51,7 +58,7 @@ def fit_and_write(src: str | Path, output: str | Path | None = None,
         enable_compile_cache()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FitWarning)
-        doc = fit_source(src, **options)
+        doc = fit_source_with_forecast(src, **options)
     for w in caught:
         if issubclass(w.category, FitWarning):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -62,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     doc, out = fit_and_write(args.src, args.output, approaches=args.approach,
                              drop_highest=args.drop_highest, convention=args.convention,
                              n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
-                             params_kind=args.params, holdout=args.holdout)
+                             params_kind=args.params, holdout=args.holdout,
+                             exclude=args.exclude, fix_E=args.fix_E, rollout=args.rollout)
     if args.json:
         print(to_json(doc.to_dict()))
     else:
@@ -95,7 +103,7 @@ def format_table(doc: FitDocument) -> str:
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     text = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     text += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in lines]
-    return "\n".join(text + _notes(doc))
+    return "\n".join(text + _notes(doc) + forecast_notes(doc.to_dict()))
 
 
 def _notes(doc: FitDocument) -> list[str]:
@@ -114,3 +122,35 @@ def _notes(doc: FitDocument) -> list[str]:
         notes.append(f"holdout (largest budget): approach3 ln(N* pred/obs) = "
                      f"{h['params_opt_log_error']:+.3f}, loss error {h['loss_opt_error']:+.4f}")
     return notes
+
+
+def forecast_notes(doc: dict) -> list[str]:
+    """Noise, outliers, frontier and rollout lines under the table."""
+    out = []
+    noise = doc.get("noise")
+    if noise:
+        lo, hi = noise["sigma_ci"]
+        out.append(f"noise: sigma {noise['sigma']:.3g} of log loss [{lo:.3g}, {hi:.3g}] "
+                   f"from {noise['source']} ({noise['note']})")
+    for o in doc.get("outliers", []):
+        out.append(f"outlier: {o['run']} loss {o['loss']:.4g} vs law {o['predicted']:.4g} "
+                   f"({o['z']:+.1f} sigma); leave it out with --exclude {o['run']}")
+    front = doc.get("frontier")
+    if front and "law" in front:
+        law = front["law"]
+        out.append(f"frontier: L*(C) = {law['E']:.4g} + {law['A']:.4g} C^-{law['gamma']:.4g}"
+                   + (" (E fixed)" if law["fixed_E"] else ""))
+    roll = doc.get("rollout")
+    if roll:
+        out.append(f"rollout over {roll['mode']} ({roll['level']:.0%} PI):")
+        out.append("  target      n  loss* err  ln N* err  runs |err|  runs in PI")
+        for st in roll["steps"]:
+            out.append(f"  {st['target']:<9.3g} {st['n_target']:>3}  "
+                       f"{st['loss_opt_error']:+9.2%}  {st['params_opt_log_error']:+9.3f}  "
+                       f"{st['points_loss_mean_abs_rel_error']:9.2%}  "
+                       f"{st['points_pi_coverage']:9.0%}")
+        m = roll["summary"]
+        out.append(f"  mean |loss* err| {m['loss_opt_mean_abs_error']:.2%}, mean |ln N* err| "
+                   f"{m['params_opt_mean_abs_log_error']:.3f}, runs in PI "
+                   f"{m['points_pi_coverage']:.0%}")
+    return out
