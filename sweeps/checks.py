@@ -109,6 +109,8 @@ def _train_tokens(spec) -> int:
     from scaling.data import load_tokens
 
     data = load_tokens(DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
-                                  eval_tokens=spec.data.eval_tokens),
+                                  eval_tokens=spec.data.eval_tokens,
+                                  text_column=spec.data.text_column,
+                                  vocab_size=spec.data.vocab_size),
                        seq_len=spec.data.seq_len)
     return data.n_train_tokens
