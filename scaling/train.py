@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from scaling import global_batch
 from scaling import mesh as mesh_lib
 from scaling import runs
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer, abstract_like
@@ -483,13 +484,6 @@ class _Trainer:
         tput = {"t0": None, "s0": step}  # steady-state throughput baseline
         diverged: dict | None = None
 
-        def host_batches(s0: int, s1: int) -> np.ndarray:
-            arr = np.stack([data_lib.train_batch(token_data.train, seed=cfg.seed, step=s,
-                                                 batch_size=cfg.batch_size,
-                                                 seq_len=cfg.model.seq_len) for s in range(s0, s1)])
-            return arr.astype(np.int32).reshape(
-                s1 - s0, cfg.grad_accum, cfg.batch_size // cfg.grad_accum, cfg.model.seq_len + 1)
-
         def process(chunk, extra: dict | None = None) -> None:
             """Fetch a dispatched chunk's metrics, check divergence, write log lines."""
             nonlocal start_loss, over, diverged
@@ -558,7 +552,10 @@ class _Trainer:
         with _Terminate() as term:
             while step < stop:
                 end = _chunk_end(step, stop, k, periods, marks)
-                batches = mesh_lib.put_global(host_batches(step, end), mesh_lib.batch_sharding(mesh, 2, 4))
+                batches = global_batch.train_batches(
+                    token_data.train, mesh_lib.batch_sharding(mesh, 2, 4), first_step=step,
+                    n_steps=end - step, seed=cfg.seed, batch_size=cfg.batch_size,
+                    grad_accum=cfg.grad_accum, seq_len=cfg.model.seq_len)
                 step_arr = mesh_lib.put_global(np.asarray(step, np.int32), ts.replicated)
                 params, opt_state, *outputs = step_fn(params, opt_state, step_arr, batches)
                 if pending is not None:
