@@ -222,7 +222,8 @@ def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenDa
         raise UserError(f"data.tokenizer: a tokens: source is already token ids; leave "
                         f"data.tokenizer unset, got {data_cfg.tokenizer!r}")
     vocab_size = getattr(data_cfg, "vocab_size", None)
-    files, corpus_hash = sources_lib.token_files(source.partition(":")[2], vocab_size)
+    files = sources_lib.token_files(source.partition(":")[2], vocab_size)
+    corpus_hash = sources_lib.token_files_hash(files, vocab_size)
     keys = [f"{f.rel}:{b}" for f in files for b in range(-(-f.ids.shape[0] // TOKEN_BLOCK))]
     is_valid = corpus_lib.split_mask(keys, "data.source")
     dtype = np.dtype(np.uint16 if vocab_size <= 65_535 else np.uint32)

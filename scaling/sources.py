@@ -86,6 +86,20 @@ def open_source(source: str, text_column: str = "text") -> DocumentSource:
     raise ValueError(f"open_source: {kind} is not a text source")
 
 
+def validate(source: str, *, text_column: str = "text", vocab_size: int | None = None) -> None:
+    """The checks a launcher can afford before it writes anything: the scheme, that paths
+    exist, Parquet files hold the text column (footers only), token files fit the declared
+    vocabulary (one pass over the ids). Hub datasets are checked when a run loads them."""
+    kind = scheme(source)
+    rest = source.partition(":")[2]
+    if kind == "parquet":
+        parquet_files(rest, text_column)
+    elif kind == "tokens":
+        token_files(rest, vocab_size)
+    elif kind in ("text", "hf-disk") and not Path(rest).expanduser().exists():
+        raise UserError(f"data.source: {rest}: no such file or directory")
+
+
 def from_corpus(corpus: corpus_lib.Corpus) -> DocumentSource:
     """An in-memory corpus (stdlib, text:) as a stream: the training documents in order,
     then the validation ones, consecutive units of one file joined (as before streaming)."""
@@ -138,29 +152,11 @@ def _list_files(raw: str, suffixes: tuple[str, ...], what: str) -> tuple[Path, l
 # ----------------------------------------------------------------------------- Parquet
 
 def read_parquet(raw: str, column: str) -> DocumentSource:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    base, paths = _list_files(raw, (".parquet",), "Parquet")
-    files, keys, rows = [], [], []
-    for path in paths:
-        rel = path.relative_to(base).as_posix()
-        try:
-            schema = pq.read_schema(path)
-            n_rows = pq.ParquetFile(path).metadata.num_rows
-        except (pa.ArrowException, OSError) as e:
-            raise UserError(f"data.source: {path}: not a readable Parquet file "
-                            f"({str(e).splitlines()[0][:120]})") from None
-        if column not in schema.names:
-            raise UserError(f"data.text_column: {path} has no column {column!r} "
-                            f"(columns: {', '.join(schema.names) or 'none'})")
-        if not (pa.types.is_string(schema.field(column).type)
-                or pa.types.is_large_string(schema.field(column).type)):
-            raise UserError(f"data.text_column: column {column!r} of {path} holds "
-                            f"{schema.field(column).type}, expected strings")
-        files.append((rel, path))
-        keys.extend(f"{rel}#{i}" for i in range(n_rows))
-        rows.append(n_rows)
+    files, rows = parquet_files(raw, column)
+    keys = [f"{rel}#{i}" for (rel, _), n_rows in zip(files, rows, strict=True)
+            for i in range(n_rows)]
     is_valid = corpus_lib.split_mask(keys, "data.source")
     n_bytes = sum(p.stat().st_size for _, p in files)
 
@@ -180,6 +176,34 @@ def read_parquet(raw: str, column: str) -> DocumentSource:
 
     desc = f"parquet:{raw} ({len(files)} files, {len(keys)} rows, {n_bytes / 1e6:.2f} MB)"
     return DocumentSource(_hash_files("parquet", column, files), desc, is_valid, n_bytes, read)
+
+
+def parquet_files(raw: str, column: str) -> tuple[list[tuple[str, Path]], list[int]]:
+    """(relative path, path) and row count of every file, each checked (from its footer
+    only) to hold a string column `column`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base, paths = _list_files(raw, (".parquet",), "Parquet")
+    files, rows = [], []
+    for path in paths:
+        rel = path.relative_to(base).as_posix()
+        try:
+            schema = pq.read_schema(path)
+            n_rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"data.source: {path}: not a readable Parquet file "
+                            f"({str(e).splitlines()[0][:120]})") from None
+        if column not in schema.names:
+            raise UserError(f"data.text_column: {path} has no column {column!r} "
+                            f"(columns: {', '.join(schema.names) or 'none'})")
+        if not (pa.types.is_string(schema.field(column).type)
+                or pa.types.is_large_string(schema.field(column).type)):
+            raise UserError(f"data.text_column: column {column!r} of {path} holds "
+                            f"{schema.field(column).type}, expected strings")
+        files.append((rel, path))
+        rows.append(n_rows)
+    return files, rows
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -271,9 +295,8 @@ class TokenFile:
     ids: np.ndarray  # 1-D read-only memmap
 
 
-def token_files(raw: str, vocab_size: int | None) -> tuple[list[TokenFile], str]:
-    """Pre-tokenized files of `tokens:PATH`, checked against `data.vocab_size`, and the
-    corpus hash. `.npy`: a 1-D unsigned or signed integer array. `.bin`: raw ids with no
+def token_files(raw: str, vocab_size: int | None) -> list[TokenFile]:
+    """Pre-tokenized files of `tokens:PATH`, checked against `data.vocab_size`. `.npy`: a 1-D unsigned or signed integer array. `.bin`: raw ids with no
     header, as nanoGPT's prepare scripts (and Levanter-style exporters) write them:
     uint16 when vocab_size <= 65536, else uint32."""
     if vocab_size is None:
@@ -302,8 +325,14 @@ def token_files(raw: str, vocab_size: int | None) -> tuple[list[TokenFile], str]
             ids = np.memmap(path, dtype=bin_dtype, mode="r")
         _check_ids(ids, vocab_size, path)
         out.append(TokenFile(rel, path, ids))
-    h = _hash_files("tokens", f"{bin_dtype}", [(f.rel, f.path) for f in out])
-    return out, hashlib.sha256(f"{h}\0{vocab_size}".encode()).hexdigest()
+    return out
+
+
+def token_files_hash(files: list[TokenFile], vocab_size: int) -> str:
+    """Corpus hash of token files: their bytes, dtypes and the declared vocabulary."""
+    dtypes = ",".join(str(f.ids.dtype) for f in files)
+    h = _hash_files("tokens", dtypes, [(f.rel, f.path) for f in files])
+    return hashlib.sha256(f"{h}\0{vocab_size}".encode()).hexdigest()
 
 
 def _check_ids(ids: np.ndarray, vocab_size: int, path: Path) -> None:
