@@ -24,8 +24,6 @@ import signal
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from scaling import tokenizer as tokenizer_lib
 from scaling.fileio import atomic_write_json
 from scaling.sources import DocumentSource
@@ -105,8 +103,13 @@ def _results(source, start, size, spec, bpe_json, workers):
 
 def _progress(total: int, description: str):
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     return Progress(TextColumn("[bold]tokenising[/] {task.description}"), BarColumn(),

@@ -41,13 +41,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import global_batch
 from scaling import mesh as mesh_lib
 from scaling import runs
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer, abstract_like
 from scaling.config import RunConfig
 from scaling.errors import UserError
 from scaling.fileio import append_jsonl, read_jsonl
+from scaling.global_batch import train_batches
 from scaling.schedules import learning_rate, make_schedule
 
 FAULT_ENV = "SCALING_FAULT_NAN_AT_STEP"
@@ -552,7 +552,7 @@ class _Trainer:
         with _Terminate() as term:
             while step < stop:
                 end = _chunk_end(step, stop, k, periods, marks)
-                batches = global_batch.train_batches(
+                batches = train_batches(
                     token_data.train, mesh_lib.batch_sharding(mesh, 2, 4), first_step=step,
                     n_steps=end - step, seed=cfg.seed, batch_size=cfg.batch_size,
                     grad_accum=cfg.grad_accum, seq_len=cfg.model.seq_len)
