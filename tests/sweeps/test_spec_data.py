@@ -13,7 +13,7 @@ from scaling.errors import UserError
 from sweeps import spec as spec_lib
 from sweeps.plan import plan_sweep
 
-HEAD = 'name = "x"\nbudgets = [1e9]\n[grid]\nsizes = 3\nspan = 4.0\n[checks]\nmin_sizes = 3\n'
+HEAD = 'name = "x"\nbudgets = [1e16]\n[grid]\nsizes = 3\nspan = 4.0\n[checks]\nmin_sizes = 3\n'
 
 
 def load(tmp_path, data: str):
