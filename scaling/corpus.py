@@ -61,18 +61,25 @@ def _unit_hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
 
 
+def split_mask(keys: list[str], where: str) -> np.ndarray:
+    """bool per key, True = validation (the hash rule of the module docstring). Needs only
+    the keys, so a streaming source can split before reading any text."""
+    if len(keys) < 2:
+        raise UserError(f"{where}: corpus too small to split into train and validation "
+                        f"({len(keys)} unit; need at least 2 files, records or "
+                        f"{LINES_PER_UNIT}-line blocks)")
+    hashes = np.fromiter((_unit_hash(k) for k in keys), dtype=np.uint64, count=len(keys))
+    is_valid = hashes % VALID_MODULUS == 0
+    if not is_valid.any():
+        is_valid[int(np.argmin(hashes))] = True
+    if is_valid.all():
+        is_valid[int(np.argmax(hashes))] = False
+    return is_valid
+
+
 def split_units(units: list[Unit], where: str) -> tuple[list[Unit], list[Unit]]:
     """Hash split (see module docstring); keeps the units' order within each split."""
-    if len(units) < 2:
-        raise UserError(f"{where}: corpus too small to split into train and validation "
-                        f"({len(units)} unit; need at least 2 files, records or "
-                        f"{LINES_PER_UNIT}-line blocks)")
-    hashes = [_unit_hash(u.key) for u in units]
-    is_valid = [h % VALID_MODULUS == 0 for h in hashes]
-    if not any(is_valid):
-        is_valid[int(np.argmin(np.array(hashes, dtype=np.uint64)))] = True
-    if all(is_valid):
-        is_valid[int(np.argmax(np.array(hashes, dtype=np.uint64)))] = False
+    is_valid = split_mask([u.key for u in units], where)
     train = [u for u, v in zip(units, is_valid, strict=True) if not v]
     valid = [u for u, v in zip(units, is_valid, strict=True) if v]
     return train, valid

@@ -34,6 +34,7 @@ from scaling.config import RunConfig
 from scaling.divergence import Divergence, DivergenceMonitor
 from scaling.errors import UserError
 from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
+from scaling.global_batch import train_batches
 from scaling.flops import flops_all, param_counts
 from scaling.lock import RunLock, RunLocked
 from scaling.schedules import make_schedule
@@ -267,8 +268,10 @@ class _Trainer:
         pending, last_beat = None, self.t_start
         while step < self.stop:
             end = dispatch.chunk_end(step, self.stop, self.k, periods, marks)
-            batches = mesh_lib.put_global(
-                dispatch.chunk_batches(self.token_data.train, cfg, step, end), batch_sharding)
+            batches = train_batches(
+                self.token_data.train, batch_sharding, first_step=step, n_steps=end - step,
+                seed=cfg.seed, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                seq_len=cfg.model.seq_len)
             step_arr = mesh_lib.put_global(np.asarray(step, np.int32), self.ts.replicated)
             params, opt_state, *outputs = step_fn(
                 self.state["params"], self.state["opt_state"], step_arr, batches)

@@ -108,5 +108,6 @@ def enforce(findings: list[Finding], *, strict: bool) -> None:
 
 def _train_tokens(spec) -> int:
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
-                      eval_tokens=spec.data.eval_tokens)
+                      eval_tokens=spec.data.eval_tokens, text_column=spec.data.text_column,
+                      vocab_size=spec.data.vocab_size)
     return load_tokens(data, seq_len=spec.data.seq_len).n_train_tokens

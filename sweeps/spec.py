@@ -14,8 +14,11 @@ Example (every table optional except ``budgets``)::
     seeds = [0]
 
     [data]
-    source = "stdlib"            # stdlib | text:PATH | synthetic[:...]
-    tokenizer = "bytes"          # bytes | bpe:V  (sets the vocabulary)
+    source = "stdlib"            # stdlib | text:PATH | parquet:PATH | hf:NAME[:CONFIG][:SPLIT]
+                                 # | hf-disk:PATH | tokens:PATH | synthetic[:...]
+    tokenizer = "bytes"          # bytes | bpe:V | json:PATH (a tokenizer.json; sets the vocabulary)
+    # text_column = "text"       # parquet:, hf:, hf-disk: the column holding the text
+    # vocab_size = 50257         # tokens: required, the ids' vocabulary (checked)
     seq_len = 128
     eval_tokens = 65536
     max_epochs = 4.0             # refuse plans needing more passes over unique data
@@ -81,6 +84,7 @@ from scaling.tokenizer import parse_tokenizer
 from sweeps import hparams
 from sweeps.grid import MAX_BUDGET, MIN_SIZES
 from sweeps.ownership import spec_hash
+from scaling.sources import scheme
 
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
@@ -97,6 +101,8 @@ class DataSpec:
     seq_len: int = DEFAULT_SEQ_LEN
     eval_tokens: int = 65_536
     max_epochs: float | None = None
+    text_column: str = "text"
+    vocab_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,9 @@ class SweepSpec:
         with more workers or on another cluster is still the same study)."""
         d = self.to_dict()
         d.pop("launcher")
+        for key, default in (("text_column", "text"), ("vocab_size", None)):
+            if d["data"][key] == default:  # keys added later: older specs keep their hash
+                d["data"].pop(key)
         return spec_hash(d)
 
     @property
@@ -206,6 +215,8 @@ class SweepSpec:
 def vocab_size_for(data: DataSpec) -> int:
     """The model vocabulary the tokenizer (or the synthetic source) implies."""
     tokenizer = parse_tokenizer(data.tokenizer)  # the trainer parses it whatever the source
+    if data.source.startswith("tokens:"):
+        return int(data.vocab_size)
     if data.source.startswith("synthetic"):
         return int(parse_synthetic(data.source)["vocab"])
     return tokenizer.vocab_size
@@ -397,18 +408,22 @@ def _seeds(top: _Fields) -> tuple[int, ...]:
 
 def _data(t: _Fields) -> DataSpec:
     source = t.str("source", "stdlib")
-    if not (source == "stdlib" or source.startswith("text:") or source.startswith("synthetic")):
-        raise UserError(f"data.source: expected 'stdlib', 'text:PATH' or 'synthetic[:...]', "
-                        f"got {source!r}")
-    if source.startswith("text:") and len(source) == len("text:"):
-        raise UserError("data.source: 'text:' needs a path, e.g. 'text:corpus/'")
+    kind = scheme(source)  # one line naming data.source for an unknown scheme or no path
     out = DataSpec(
         source=source,
         tokenizer=t.str("tokenizer", "bytes"),
         seq_len=t.int("seq_len", DEFAULT_SEQ_LEN, lo=2, hi=1 << 20),
         eval_tokens=t.int("eval_tokens", 65_536, lo=1),
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
+        text_column=t.str("text_column", "text"),
+        vocab_size=t.int("vocab_size", None, lo=2, hi=2**32),
     )
+    if kind == "tokens" and out.vocab_size is None:
+        raise UserError("data.vocab_size: required with a tokens: source (the vocabulary "
+                        "the ids were made with, e.g. 50257 for GPT-2)")
+    if kind != "tokens" and out.vocab_size is not None:
+        raise UserError("data.vocab_size: only for a tokens: source (the tokenizer sets "
+                        "the vocabulary)")
     t.done()
     return out
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.approach2 import isoflop_minima, power_laws_from_minima
-from scaling import runs
+from scaling import runs, sources
 from scaling.errors import UserError
 from sweeps.launch.local import run_local
 from sweeps.launch.slurm import run_slurm
@@ -50,6 +50,11 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
         if not corpus.exists():
             raise UserError(f"{spec.path or 'spec'}: data.source: {corpus}: no such file or "
                             "directory")
+    try:  # a bad column or token file fails here, before any run dir exists
+        sources.validate(spec.data.source, text_column=spec.data.text_column,
+                         vocab_size=spec.data.vocab_size)
+    except UserError as e:
+        raise UserError(f"{spec.path or 'spec'}: {e}") from None
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
