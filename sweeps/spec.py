@@ -59,6 +59,7 @@ Example (every table optional except ``budgets``)::
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
+    # nodes = 2; tasks_per_node = 4  # slurm: one JAX process per node or per GPU
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class LauncherSpec:
     qos: str | None = None
     constraint: str | None = None
     max_requeues: int = 3
+    nodes: int = 1  # Slurm only: nodes x tasks_per_node JAX processes per run
+    tasks_per_node: int = 1  # one per node, or one per GPU (then gpus_per_task = 1)
 
 
 @dataclass(frozen=True)
@@ -558,7 +561,10 @@ def _launcher(t: _Fields) -> LauncherSpec:
         qos=t.str("qos", None),
         constraint=t.str("constraint", None),
         max_requeues=t.int("max_requeues", 3, lo=0),
+        nodes=t.int("nodes", 1, lo=1, hi=4096),
+        tasks_per_node=t.int("tasks_per_node", 1, lo=1, hi=1024),
     )
+    check_launcher(out, out.kind)
     for key in ("partition", "account", "qos", "constraint"):
         value = getattr(out, key)
         # these reach sbatch as option values; keep them to what Slurm names can be
@@ -566,6 +572,15 @@ def _launcher(t: _Fields) -> LauncherSpec:
             raise UserError(f"launcher.{key}: unexpected characters in {value!r}")
     t.done()
     return out
+
+
+def check_launcher(launcher: LauncherSpec, kind: str) -> None:
+    """Several processes per run are started by srun: only the Slurm launcher has them."""
+    for key in ("nodes", "tasks_per_node"):
+        value = getattr(launcher, key)
+        if value > 1 and kind != "slurm":
+            raise UserError(f"launcher.{key}: {value} processes per run need the Slurm launcher "
+                            f"(launcher.kind = \"slurm\"), got launcher {kind!r}")
 
 
 # ----------------------------------------------------------------------------- planning

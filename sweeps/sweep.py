@@ -24,7 +24,7 @@ from pathlib import Path
 from scaling import runs
 from scaling.errors import UserError
 from sweeps.plan import SweepPlan, plan_sweep
-from sweeps.spec import SweepSpec
+from sweeps.spec import SweepSpec, check_launcher
 
 TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling_cli train`
 
@@ -112,6 +112,7 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
               on_plan: Callable[[SweepPlan, list[Path]], None] | None = None) -> SweepOutcome:
     """Plan, prepare and train every run of `spec` under `runs_dir`."""
     launcher = launcher or spec.launcher.kind
+    check_launcher(spec.launcher, launcher)  # before anything is written
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
         import json
