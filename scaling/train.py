@@ -42,7 +42,7 @@ import optax
 from flax import nnx
 
 from scaling import mesh as mesh_lib
-from scaling import runs
+from scaling import runs, tracking
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer, abstract_like
 from scaling.config import RunConfig
 from scaling.errors import UserError
@@ -458,6 +458,7 @@ class _Trainer:
 
         ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep_steps=self.keep_steps)
         restored = ckpt.restore(ts.abstract)
+        tracker = tracking.start(run_dir, step=restored[0] if restored else 0, main=self.main)
         if restored is None:
             state, meta, step = ts.init(), {}, 0
         else:
@@ -534,6 +535,7 @@ class _Trainer:
                 record.update(extra or {})
                 if self.main:
                     append_jsonl(run_dir / runs.METRICS_FILE, record)
+                    tracker.log(record)
                 remaining = (stop - s1) * tokens_per_step / max(tokens_per_s, 1e-9)
                 line = (f"step {s1}/{cfg.n_steps}  loss {record['train_loss']:.4f}  "
                         f"lr {record['lr']:.2e}  {tokens_per_s:,.0f} tok/s  ETA {_fmt_time(remaining)}")
@@ -570,7 +572,7 @@ class _Trainer:
                 is_eval = _is_multiple(end, cfg.eval_every) or end == cfg.n_steps
                 is_ckpt = (_is_multiple(end, cfg.checkpoint_every) or end in self.keep_steps
                            or end == stop)
-                stop_now = term.requested
+                stop_now = mesh_lib.any_process(term.requested)  # all stop at one step
                 if is_eval or is_ckpt or stop_now:
                     extra = run_eval() if is_eval else None
                     process(pending, extra)
@@ -593,6 +595,7 @@ class _Trainer:
                 process(pending)
         wall = elapsed_before + time.time() - t_start
         ckpt.close()
+        tracker.close()
 
         if diverged is not None:
             self.status("diverged", step=diverged["step"], reason=diverged["reason"], pid=None)

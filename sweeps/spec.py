@@ -56,6 +56,10 @@ Example (every table optional except ``budgets``)::
     min_sizes = 5
     strict = false               # true: every warning refuses the plan
 
+    [tracking]                   # optional: pip install 'scaling-suite[tracking]'
+    trackers = ["tensorboard"]   # wandb | tensorboard
+    # project = "demo"; wandb_mode = "offline"   # then: wandb sync RUNS/NAME/*/wandb/offline-run-*
+
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
@@ -72,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError
+from scaling.tracking import check_installed
 
 CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
 MAX_BUDGET = 1e30
@@ -163,6 +168,21 @@ class LauncherSpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    trackers: tuple[str, ...] = ()  # wandb | tensorboard (the `tracking` extra)
+    project: str | None = None  # W&B project (default: the sweep's name)
+    entity: str | None = None
+    wandb_mode: str | None = None  # online | offline (None: W&B's own setting, WANDB_MODE)
+
+    def for_run(self, sweep_name: str) -> dict | None:
+        """The ``tracking`` block of a run's config.json (scaling.tracking reads it)."""
+        if not self.trackers:
+            return None
+        return {"trackers": list(self.trackers), "project": self.project or sweep_name,
+                "group": sweep_name, "entity": self.entity, "wandb_mode": self.wandb_mode}
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     budgets: tuple[float, ...]
@@ -176,6 +196,7 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
@@ -191,6 +212,7 @@ class SweepSpec:
 
         d = self.to_dict()
         d.pop("launcher")
+        d.pop("tracking")  # watching the curves elsewhere does not change them
         return spec_hash(d)
 
     @property
@@ -362,10 +384,11 @@ def parse_spec(d: dict) -> SweepSpec:
     train = _train(top.table("train"))
     checks = _checks(top.table("checks"))
     launcher = _launcher(top.table("launcher"))
+    tracking = _tracking(top.table("tracking"))
     top.done()
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, data=data,
                      model=model, grid=grid, schedule=schedule, optim=optim, train=train,
-                     checks=checks, launcher=launcher)
+                     checks=checks, launcher=launcher, tracking=tracking)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
     return spec
 
@@ -581,6 +604,20 @@ def check_launcher(launcher: LauncherSpec, kind: str) -> None:
         if value > 1 and kind != "slurm":
             raise UserError(f"launcher.{key}: {value} processes per run need the Slurm launcher "
                             f"(launcher.kind = \"slurm\"), got launcher {kind!r}")
+
+
+def _tracking(t: _Fields) -> TrackingSpec:
+    trackers = t.get("trackers", [])
+    if isinstance(trackers, str):
+        trackers = [trackers]
+    if not isinstance(trackers, list) or not all(isinstance(x, str) for x in trackers):
+        raise UserError(f"tracking.trackers: expected a list of tracker names, got {trackers!r}")
+    out = TrackingSpec(trackers=tuple(dict.fromkeys(trackers)),
+                       project=t.str("project", None), entity=t.str("entity", None),
+                       wandb_mode=t.str("wandb_mode", None, ("online", "offline")))
+    t.done()
+    check_installed(out.trackers)  # a missing package is a spec error: nothing written yet
+    return out
 
 
 # ----------------------------------------------------------------------------- planning

@@ -63,6 +63,9 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
+            tracking = spec.tracking.for_run(spec.name)
+            if runs.read_config_json(run_dir).get("tracking") != tracking:
+                runs.update_config_fields(run_dir, tracking=tracking)
         except PermissionError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:
