@@ -61,6 +61,13 @@ def _task_env() -> tuple[int, int, dict[str, str]]:
                            "JAX_NUM_PROCESSES": str(n_tasks), "JAX_PROCESS_ID": str(rank)}
 
 
+def _rejoin(run_dir: str, rc: int) -> bool:
+    """A process > 0 whose trainer failed while the run goes on tries again: its
+    jax.distributed.initialize times out when process 0's trainer starts late (a WSD branch
+    waiting for its stable run, a lock held elsewhere); process 0 settles the run's fate."""
+    return rc != EXIT_TERMINATED and runs.effective_state(run_dir) not in runs.TERMINAL_STATES
+
+
 class TrainTask(submitit.helpers.Checkpointable):
     """Callable run by each array task; Checkpointable so preemption requeues it."""
 
@@ -91,7 +98,7 @@ class TrainTask(submitit.helpers.Checkpointable):
                 # checkpointed; wait for the kill instead of reporting an unfinished run as
                 # this attempt's result, so the requeued attempt is the one that counts.
                 time.sleep(TERMINATED_GRACE_S)
-            if rc != EXIT_LOCKED:
+            if rc != EXIT_LOCKED and not (rank and rc and _rejoin(run_dir, rc)):
                 break
             time.sleep(WAIT_LOCKED_S)  # another launcher is training it: wait for its end
         state = runs.effective_state(run_dir)
