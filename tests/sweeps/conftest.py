@@ -183,6 +183,10 @@ StorageLoc=slurm_acct_db
         dbd.chmod(0o600)
 
     def stop(self) -> None:
+        # jobs still running (a failed test) would outlive slurmd as orphaned slurmstepds
+        subprocess.run(["scancel", "--quiet", "--full", "--user", "root"], env=self.env,
+                       capture_output=True, timeout=30)
+        time.sleep(1)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()

@@ -117,7 +117,8 @@ def test_two_tasks_train_the_same_curve_and_resume_after_a_requeue(slurm_cluster
         thread.join(timeout=5)
         pytest.fail(f"the two-task run never reached step 30; log:\n"
                     f"{(multi / 'train.log').read_text()[-3000:] if (multi / 'train.log').exists() else ''}")
-    job_id = next((sweep / ".slurm").iterdir()).name
+    # the job's folder (.slurm/%j); submitit also keeps its .submission_file_*.sh there
+    job_id = next(p.name for p in (sweep / ".slurm").iterdir() if p.name[0].isdigit())
     subprocess.run(["scontrol", "requeue", job_id], check=True, env=slurm_cluster.env)
     thread.join(timeout=300)
     assert not thread.is_alive()
