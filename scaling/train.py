@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from scaling import data as data_lib
-from scaling import dispatch, runs
+from scaling import dispatch, runs, tracking
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer
 from scaling.compile_cache import enable_compile_cache
@@ -164,6 +164,7 @@ class _Trainer:
         """The one place a metrics line is written (and shown)."""
         if self.main:
             append_jsonl(self.run_dir / runs.METRICS_FILE, record)
+            self.tracker.log(record)
         remaining = (self.stop - record["step"]) * self.tokens_per_step / max(record["tokens_per_s"], 1e-9)
         line = (f"step {record['step']}/{self.cfg.n_steps}  loss {record['train_loss']:.4f}  "
                 f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  "
@@ -215,6 +216,7 @@ class _Trainer:
             with _Terminate() as term:
                 step = self._loop(step, step_fn, ckpt, term)
             wall = self.elapsed_before + time.time() - self.t_start
+        self.tracker.close()
         if self.diverged is not None:
             return self._end_early("diverged", self.diverged.step, self.diverged.reason)
         if step < cfg.n_steps:
@@ -246,6 +248,8 @@ class _Trainer:
 
     def _restore(self, ckpt: Checkpointer) -> int:
         restored = ckpt.restore(self.ts.abstract)
+        self.tracker = tracking.start(self.run_dir, step=restored[0] if restored else 0,
+                                      main=self.main)
         if restored is None:
             self.state, meta, step = self.ts.init(), {}, 0
         else:
@@ -283,7 +287,7 @@ class _Trainer:
                 return step
             is_eval = _is_multiple(end, cfg.eval_every) or end == cfg.n_steps
             is_ckpt = _is_multiple(end, cfg.checkpoint_every) or end in self.keep_steps or end == self.stop
-            stop_now = term.requested
+            stop_now = mesh_lib.any_process(term.requested)  # all processes stop at one step
             if is_eval or is_ckpt or stop_now:
                 self._process(pending, self._evaluate() if is_eval else None)
                 pending = None

@@ -59,9 +59,14 @@ Example (every table optional except ``budgets``)::
     min_sizes = 5
     strict = false               # true: every warning refuses the plan
 
+    [tracking]                   # optional: pip install 'scaling-suite[tracking]'
+    trackers = ["tensorboard"]   # wandb | tensorboard
+    # project = "demo"; wandb_mode = "offline"   # then: wandb sync RUNS/NAME/*/wandb/offline-run-*
+
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
+    # nodes = 2; tasks_per_node = 4  # slurm: one JAX process per node or per GPU
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ from sweeps import hparams
 from sweeps.grid import MAX_BUDGET, MIN_SIZES
 from sweeps.ownership import spec_hash
 from scaling.sources import scheme
+from scaling.tracking import check_installed
 
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
@@ -173,6 +179,23 @@ class LauncherSpec:
     qos: str | None = None
     constraint: str | None = None
     max_requeues: int = 3
+    nodes: int = 1  # Slurm only: nodes x tasks_per_node JAX processes per run
+    tasks_per_node: int = 1  # one per node, or one per GPU (then gpus_per_task = 1)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    trackers: tuple[str, ...] = ()  # wandb | tensorboard (the `tracking` extra)
+    project: str | None = None  # W&B project (default: the sweep's name)
+    entity: str | None = None
+    wandb_mode: str | None = None  # online | offline (None: W&B's own setting, WANDB_MODE)
+
+    def for_run(self, sweep_name: str) -> dict | None:
+        """The ``tracking`` block of a run's config.json (scaling.tracking reads it)."""
+        if not self.trackers:
+            return None
+        return {"trackers": list(self.trackers), "project": self.project or sweep_name,
+                "group": sweep_name, "entity": self.entity, "wandb_mode": self.wandb_mode}
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,7 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
@@ -205,6 +229,7 @@ class SweepSpec:
         for key, default in (("text_column", "text"), ("vocab_size", None)):
             if d["data"][key] == default:  # keys added later: older specs keep their hash
                 d["data"].pop(key)
+        d.pop("tracking")  # watching the curves elsewhere does not change them
         return spec_hash(d)
 
     @property
@@ -570,13 +595,43 @@ def _launcher(t: _Fields) -> LauncherSpec:
         qos=t.str("qos", None, pattern=SLURM_PATTERN),
         constraint=t.str("constraint", None, pattern=SLURM_PATTERN),
         max_requeues=t.int("max_requeues", 3, lo=0),
+        nodes=t.int("nodes", 1, lo=1, hi=4096),
+        tasks_per_node=t.int("tasks_per_node", 1, lo=1, hi=1024),
     )
+    check_launcher(out, out.kind)
     t.done()
     return out
 
 
+def check_launcher(launcher: LauncherSpec, kind: str) -> None:
+    """Several processes per run are started by srun: only the Slurm launcher has them."""
+    for key in ("nodes", "tasks_per_node"):
+        value = getattr(launcher, key)
+        if value > 1 and kind != "slurm":
+            raise UserError(f"launcher.{key}: {value} processes per run need the Slurm launcher "
+                            f"(launcher.kind = \"slurm\"), got launcher {kind!r}")
+
+
+def _tracking(t: _Fields) -> TrackingSpec:
+    trackers = t.get("trackers", [])
+    if isinstance(trackers, str):
+        trackers = [trackers]
+    if not isinstance(trackers, list) or not all(isinstance(x, str) for x in trackers):
+        raise UserError(f"tracking.trackers: expected a list of tracker names, got {trackers!r}")
+    out = TrackingSpec(trackers=tuple(dict.fromkeys(trackers)),
+                       project=t.str("project", None), entity=t.str("entity", None),
+                       wandb_mode=t.str("wandb_mode", None, ("online", "offline")))
+    t.done()
+    check_installed(out.trackers)  # a missing package is a spec error: nothing written yet
+    return out
+
+
+# ----------------------------------------------------------------------------- planning
+
+
 TABLES = {"data": _data, "model": _model, "grid": _grid, "schedule": _schedule, "optim": _optim,
-          "train": _train, "checks": _checks, "launcher": _launcher}
+          "train": _train, "checks": _checks, "launcher": _launcher,
+          "tracking": _tracking}
 
 
 # ----------------------------------------------------------------------------- schema, CLI
