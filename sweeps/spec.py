@@ -19,6 +19,8 @@ Example (every table optional except ``budgets``)::
     seq_len = 128
     eval_tokens = 65536
     max_epochs = 4.0             # refuse plans needing more passes over unique data
+    eval_sets = { prose = "text:docs/" }   # extra held-out sets: name -> source (scaling.evals)
+    tasks = { next_line = "data/tasks/stdlib_next_line.jsonl" }   # multiple choice (scaling.tasks)
 
     [model]
     mlp = "swiglu"               # swiglu | gelu
@@ -71,9 +73,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.config import SCHEDULES
+from scaling.config import METRIC_NAME_PATTERN, SCHEDULES, DataConfig, named_values
 from scaling.corpus import parse_synthetic
 from scaling.errors import UserError
+from scaling.evals import check_data_inputs
 from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.flops import CONVENTIONS
 from scaling.tokenizer import parse_tokenizer
@@ -96,6 +99,8 @@ class DataSpec:
     seq_len: int = DEFAULT_SEQ_LEN
     eval_tokens: int = 65_536
     max_epochs: float | None = None
+    eval_sets: tuple[tuple[str, str], ...] = ()  # (name, source), sorted: scaling.evals
+    tasks: tuple[tuple[str, str], ...] = ()  # (name, JSONL path), sorted: scaling.tasks
 
 
 @dataclass(frozen=True)
@@ -419,9 +424,26 @@ def _data(t: _Fields) -> DataSpec:
         seq_len=t.int("seq_len", DEFAULT_SEQ_LEN, lo=2, hi=1 << 20),
         eval_tokens=t.int("eval_tokens", 65_536, lo=1),
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
+        eval_sets=_named_table(t, "eval_sets", "a data source: stdlib | text:PATH | synthetic[:...]"),
+        tasks=_named_table(t, "tasks", "a JSONL task file (context, choices, answer)"),
     )
     t.done()
+    if t.schema is None:  # a missing source or a bad task line refuses the spec up front
+        check_data_inputs(DataConfig(eval_sets=out.eval_sets, tasks=out.tasks))
     return out
+
+
+def _named_table(t: _Fields, key: str, what: str) -> tuple[tuple[str, str], ...]:
+    """`key = {name = "..."}`: named strings (metric names: no '/')."""
+    if t.schema is not None:
+        t.schema[key] = {"type": "object", "description": f"name -> {what}",
+                         "propertyNames": {"pattern": f"^{METRIC_NAME_PATTERN}$"},
+                         "additionalProperties": {"type": "string", "minLength": 1}}
+        return ()
+    value = t.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{t._key(key)}: expected a table of name = {what}, got {_show(value)}")
+    return named_values(value, t._key(key))
 
 
 def _model(t: _Fields) -> ModelSpec:
