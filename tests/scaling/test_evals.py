@@ -88,15 +88,17 @@ def test_tiny_run_records_every_eval_set_and_task(tmp_path, cache):
     assert points["task/hand/loss"].iloc[0] == result["task/hand/loss"]
 
 
-def _direct_choice_losses(ts, params, encode, item: TaskItem) -> list[float]:
-    """Mean nats per choice token, from log_softmax of the model's logits on the unpadded
-    sequence context + choice (an independent path: no rows, masks or batching)."""
-    model = ts.model(params)
+def _direct_choice_losses(forward, params, encode, item: TaskItem) -> list[float]:
+    """Mean nats per choice token, from log_softmax of the model's logits on the sequence
+    context + choice (an independent path: no rows, masks, truncation or batching; the
+    sequence is zero-padded to one length, which a causal model's earlier logits ignore)."""
     out = []
     for choice in item.choices:
         context = encode(item.context) or [0]
         ids = np.array(context + encode(choice), np.int32)
-        logp = np.asarray(jax.nn.log_softmax(model(ids[None, :-1])[0].astype(np.float32)))
+        padded = np.zeros((1, 32), np.int32)
+        padded[0, :len(ids) - 1] = ids[:-1]
+        logp = np.asarray(jax.nn.log_softmax(forward(params, padded)[0].astype(np.float32)))
         targets = np.arange(len(context), len(ids))
         out.append(float(-logp[targets - 1, ids[targets]].mean()))
     return out
@@ -112,7 +114,8 @@ def test_scoring_equals_the_models_log_probs(tmp_path):
     rows = task_rows(task, encode, cfg.model.seq_len)
     nats_R = score_rows(ts, make_score_fn(ts), params, rows.tokens_RxL1, rows.mask_RxL, 4)
     got = task_metrics(nats_R, rows.mask_RxL.sum(axis=1), rows)
-    direct = [_direct_choice_losses(ts, params, encode, item) for item in HAND]
+    forward = jax.jit(lambda p, x: ts.model(p)(x))
+    direct = [_direct_choice_losses(forward, params, encode, item) for item in HAND]
     assert got["loss"] == pytest.approx(np.mean([d[i.answer] for d, i in zip(direct, HAND)]),
                                         rel=1e-5)
     assert got["accuracy"] == np.mean([int(np.argmin(d)) == i.answer for d, i in zip(direct, HAND)])
@@ -201,7 +204,7 @@ def test_a_run_whose_task_file_broke_refuses_before_writing(tmp_path, cache):
 
 def test_spec_fields_reach_the_run_config_and_names_stay_stable(tmp_path):
     write_task(tmp_path / "t.jsonl", HAND)
-    spec = parse_spec({"name": "s", "budgets": [1e9], "data": {
+    spec = parse_spec({"name": "s", "budgets": [1e11], "data": {
         "tasks": {"t": str(tmp_path / "t.jsonl")}, "eval_sets": {"b": "stdlib", "a": "synthetic"}}})
     assert spec.data.eval_sets == (("a", "synthetic"), ("b", "stdlib"))
     from sweeps.plan import plan_sweep
@@ -226,7 +229,7 @@ def test_eval_set_outside_the_vocabulary_is_refused(tmp_path, cache):
     from scaling.data import load_tokens
 
     token_data = load_tokens(cfg.data, seq_len=32)
-    with pytest.raises(UserError, match="data.eval_sets.prose: token id .* model.vocab_size 32"):
+    with pytest.raises(UserError, match=r"data.eval_sets.prose: token id .*\(model.vocab_size 32\)"):
         ExtraEvals.load(cfg.data, token_data, seq_len=32, batch_size=8, vocab_size=32)
 
 
@@ -263,3 +266,15 @@ def test_trained_tiny_model_beats_chance_on_the_shipped_task(tmp_path, cache):
     # 400 items: guessing scores 0.25 with a standard error of 0.022, so 0.35 is 4.6 of them
     # above (this model, at 2.5 nats/byte, was measured at 0.48).
     assert result["task/next_line/accuracy"] > 0.35, result
+
+
+def test_an_untrained_model_guesses_the_shipped_task():
+    cfg = tiny_config(model=_byte_model(seq_len=64))
+    ts = TrainState(cfg, mesh_lib.make_mesh())
+    rows = task_rows(read_task("next_line", TASK_FILE), make_encoder("bytes", ""), 64)
+    nats_R = score_rows(ts, make_score_fn(ts), ts.init()["params"], rows.tokens_RxL1,
+                        rows.mask_RxL, 64)
+    got = task_metrics(nats_R, rows.mask_RxL.sum(axis=1), rows)
+    # Near-uniform logits: no choice is preferred; 0.066 is 3 standard errors of 400 guesses.
+    assert got["chance"] == 0.25 and abs(got["accuracy"] - 0.25) < 0.066, got
+    assert got["loss"] == pytest.approx(np.log(256), abs=0.05)
