@@ -116,9 +116,9 @@ def test_scoring_equals_the_models_log_probs(tmp_path):
     got = task_metrics(nats_R, rows.mask_RxL.sum(axis=1), rows)
     forward = jax.jit(lambda p, x: ts.model(p)(x))
     direct = [_direct_choice_losses(forward, params, encode, item) for item in HAND]
-    assert got["loss"] == pytest.approx(np.mean([d[i.answer] for d, i in zip(direct, HAND)]),
-                                        rel=1e-5)
-    assert got["accuracy"] == np.mean([int(np.argmin(d)) == i.answer for d, i in zip(direct, HAND)])
+    pairs = list(zip(direct, HAND, strict=True))
+    assert got["loss"] == pytest.approx(np.mean([d[i.answer] for d, i in pairs]), rel=1e-5)
+    assert got["accuracy"] == np.mean([int(np.argmin(d)) == i.answer for d, i in pairs])
 
 
 def test_accuracy_is_per_token_and_rows_truncate_the_context():
