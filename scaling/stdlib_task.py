@@ -61,7 +61,7 @@ def _pair_key(previous: str, line: str) -> bytes:
 
 
 def _training_pairs(train: list[corpus_lib.Unit]) -> set[bytes]:
-    pairs = set()
+    pairs: set[bytes] = set()
     for unit in train:
         lines = unit.text.splitlines()
         pairs.update(_pair_key(a, b) for a, b in zip(lines, lines[1:], strict=False))
@@ -83,7 +83,7 @@ def build_next_line_task(corpus: corpus_lib.Corpus | None = None, *, n_items: in
     if len({f for f, _ in pool}) < 2:
         raise ValueError("the validation split needs lines from at least two files")
     rng = np.random.Generator(np.random.Philox(key=seed))
-    items = []
+    items: list[TaskItem] = []
     for k in rng.permutation(len(answers)):
         if len(items) == n_items:
             break

@@ -178,6 +178,8 @@ class _Trainer:
                 f"ETA {_fmt_time(remaining)}")
         if "eval_loss" in record:
             line += f"  eval {record['eval_loss']:.4f} ({record['eval_bpb']:.4f} bpb)"
+            line += "".join(f"  {k[5:-9]} acc {v:.3f}" for k, v in record.items()
+                            if k.startswith("task/") and k.endswith("/accuracy"))
         self.say(line)
 
     # -- the run: start, loop, end
