@@ -122,7 +122,8 @@ def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: in
                         z_loss=spec.optim.z_loss)
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
                       eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs,
-                      text_column=spec.data.text_column, vocab_size=spec.data.vocab_size)
+                      text_column=spec.data.text_column, vocab_size=spec.data.vocab_size,
+                      eval_sets=spec.data.eval_sets, tasks=spec.data.tasks)
     cfg = RunConfig(model=p.config, data=data, optim=optim, schedule=sched, batch_size=batch,
                     grad_accum=spec.train.grad_accum, n_steps=n_steps, seed=seed,
                     eval_every=spec.train.eval_every, log_every=spec.train.log_every,

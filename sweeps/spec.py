@@ -22,6 +22,8 @@ Example (every table optional except ``budgets``)::
     seq_len = 128
     eval_tokens = 65536
     max_epochs = 4.0             # refuse plans needing more passes over unique data
+    eval_sets = { prose = "text:docs/" }   # extra held-out sets: name -> source (scaling.evals)
+    tasks = { next_line = "data/tasks/stdlib_next_line.jsonl" }   # multiple choice (scaling.tasks)
 
     [model]
     mlp = "swiglu"               # swiglu | gelu
@@ -80,9 +82,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.config import SCHEDULES
+from scaling.config import METRIC_NAME_PATTERN, SCHEDULES, DataConfig, named_values
 from scaling.corpus import parse_synthetic
 from scaling.errors import UserError, positive_number
+from scaling.evals import check_data_inputs
 from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.flops import CONVENTIONS
 from scaling.tokenizer import parse_tokenizer
@@ -109,6 +112,8 @@ class DataSpec:
     max_epochs: float | None = None
     text_column: str = "text"
     vocab_size: int | None = None
+    eval_sets: tuple[tuple[str, str], ...] = ()  # (name, source), sorted: scaling.evals
+    tasks: tuple[tuple[str, str], ...] = ()  # (name, JSONL path), sorted: scaling.tasks
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,8 @@ class SweepSpec:
         with more workers or on another cluster is still the same study)."""
         d = self.to_dict()
         d.pop("launcher")
-        for key, default in (("text_column", "text"), ("vocab_size", None)):
+        for key, default in (("text_column", "text"), ("vocab_size", None), ("eval_sets", ()),
+                             ("tasks", ())):
             if d["data"][key] == default:  # keys added later: older specs keep their hash
                 d["data"].pop(key)
         d.pop("tracking")  # watching the curves elsewhere does not change them
@@ -442,6 +448,8 @@ def _data(t: _Fields) -> DataSpec:
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
         text_column=t.str("text_column", "text"),
         vocab_size=t.int("vocab_size", None, lo=2, hi=2**32),
+        eval_sets=_named_table(t, "eval_sets", "a data source: stdlib | text:PATH | synthetic[:...]"),
+        tasks=_named_table(t, "tasks", "a JSONL task file (context, choices, answer)"),
     )
     if kind == "tokens" and out.vocab_size is None:
         raise UserError("data.vocab_size: required with a tokens: source (the vocabulary "
@@ -450,7 +458,22 @@ def _data(t: _Fields) -> DataSpec:
         raise UserError("data.vocab_size: only for a tokens: source (the tokenizer sets "
                         "the vocabulary)")
     t.done()
+    if t.schema is None:  # a missing source or a bad task line refuses the spec up front
+        check_data_inputs(DataConfig(eval_sets=out.eval_sets, tasks=out.tasks))
     return out
+
+
+def _named_table(t: _Fields, key: str, what: str) -> tuple[tuple[str, str], ...]:
+    """`key = {name = "..."}`: named strings (metric names: no '/')."""
+    if t.schema is not None:
+        t.schema[key] = {"type": "object", "description": f"name -> {what}",
+                         "propertyNames": {"pattern": f"^{METRIC_NAME_PATTERN}$"},
+                         "additionalProperties": {"type": "string", "minLength": 1}}
+        return ()
+    value = t.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{t._key(key)}: expected a table of name = {what}, got {_show(value)}")
+    return named_values(value, t._key(key))
 
 
 def _model(t: _Fields) -> ModelSpec:
