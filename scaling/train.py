@@ -36,8 +36,8 @@ from scaling.divergence import Divergence, DivergenceMonitor
 from scaling.errors import UserError
 from scaling.evals import METRIC_PREFIXES, ExtraEvals
 from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
-from scaling.global_batch import train_batches
 from scaling.flops import flops_all, param_counts
+from scaling.global_batch import train_batches
 from scaling.lock import RunLock, RunLocked
 from scaling.schedules import make_schedule
 from scaling.train_step import (

@@ -86,14 +86,14 @@ from scaling.config import METRIC_NAME_PATTERN, SCHEDULES, DataConfig, named_val
 from scaling.corpus import parse_synthetic
 from scaling.errors import UserError, positive_number
 from scaling.evals import check_data_inputs
-from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.flops import CONVENTIONS
+from scaling.model_config import DEFAULT_SEQ_LEN
+from scaling.sources import scheme
 from scaling.tokenizer import parse_tokenizer
+from scaling.tracking import check_installed
 from sweeps import hparams
 from sweeps.grid import MAX_BUDGET, MIN_SIZES
 from sweeps.ownership import spec_hash
-from scaling.sources import scheme
-from scaling.tracking import check_installed
 
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
