@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -78,8 +78,8 @@ class FitDocument:
 
     def fitted(self) -> dict[str, Result]:
         """The approaches that were fitted, in the order of APPROACHES."""
-        return {k: self.approaches[k] for k in APPROACHES
-                if isinstance(self.approaches.get(k), Result)}
+        return {k: got for k in APPROACHES
+                if isinstance(got := self.approaches.get(k), Result)}
 
     def errors(self) -> dict[str, str]:
         return {k: v.error for k, v in self.approaches.items() if isinstance(v, ApproachError)}
@@ -99,8 +99,8 @@ class FitDocument:
     def parametric(self, name: str | None = None) -> tuple[str | None, Approach3Result | None]:
         """(name, law) of the given parametric approach, else of the first fitted one."""
         for key in (name,) if name else PARAMETRIC:
-            if isinstance(self.approaches.get(key), Approach3Result):
-                return key, self.approaches[key]
+            if isinstance(got := self.approaches.get(key), Approach3Result):
+                return key, got
         return None, None
 
     def level(self, name: str | None = None) -> float:
@@ -118,8 +118,8 @@ class FitDocument:
     def sample_laws(self, *names: str) -> tuple[Law, ...] | None:
         """The laws of `names` over the same bootstrap resamples (one entry per sample; those
         where any law failed are dropped), or None without at least 2 shared samples."""
-        boots = [self.bootstrap.get(n) for n in names]
-        if any(b is None for b in boots) or len({(b.n, b.seed) for b in boots}) != 1:
+        boots = [b for n in names if (b := self.bootstrap.get(n)) is not None]
+        if len(boots) != len(names) or len({(b.n, b.seed) for b in boots}) != 1:
             return None
         laws = []
         for name, boot in zip(names, boots, strict=True):
@@ -261,7 +261,7 @@ _DOMAIN = {"A": _NON_NEGATIVE, "B": _NON_NEGATIVE, "E": _NON_NEGATIVE, "alpha": 
            "k_tokens": _POSITIVE}
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -349,7 +349,7 @@ def _read_minimum(m: dict, where: str) -> IsoFlopMinimum:
         curvature_positive=_typed(m, "curvature_positive", where, True, bool),
         log_params_se=float(se) if _is_number(se) else math.nan,
         n_points=_count(m, "n_points", where),
-        coeffs=None if coeffs is None else tuple(float(c) for c in coeffs))
+        coeffs=None if coeffs is None else (float(coeffs[0]), float(coeffs[1]), float(coeffs[2])))
 
 
 def _read_bootstrap(boot: dict, where: str) -> Bootstrap:

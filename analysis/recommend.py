@@ -26,7 +26,7 @@ import numpy as np
 
 from analysis.approach3 import ParametricLaw
 from analysis.bootstrap import percentile_interval
-from analysis.fitdoc import PARAMETRIC, FitDocument
+from analysis.fitdoc import PARAMETRIC, FitDocument, Law
 from scaling.errors import UserError
 from scaling.shapes import solve_shape
 
@@ -299,7 +299,8 @@ def _intervals(point: dict, boot: dict | None, level: float, mode: str) -> dict:
     for key, samples in (boot or {}).items():
         if (key.split(".", 1)[1] not in _INPUTS and np.asarray(point[key]).dtype != bool
                 and np.isfinite(samples).sum() >= 2):
-            ci[key] = tuple(percentile_interval(samples, level))
+            lo, hi = percentile_interval(samples, level)
+            ci[key] = (lo, hi)
     ci.update({field_: ci[src] for field_, src in _PLAN[mode].items() if src in ci})
     return ci
 
@@ -308,11 +309,13 @@ def _mode_notes(mode: str, budget: float, inference: dict | None,
                 constrained: dict | None) -> list[str]:
     notes = []
     if mode == "inference_aware":
+        assert inference is not None  # computed in this mode
         notes.append(
             f"inference-aware (Sardana et al. 2023): same loss as the compute-optimal model, "
             f"trained on more tokens; training FLOPs {inference['train_flops']:.3g} "
             f"exceed the budget {budget:.3g} by design")
     if mode == "data_constrained":
+        assert constrained is not None  # computed in this mode
         if constrained.pop("at_grid_edge", False):
             notes.append("data-constrained optimum at the edge of the searched range "
                          "(N* x 10^+-4): the law is flat there; treat N as a bound")
@@ -324,19 +327,21 @@ def _mode_notes(mode: str, budget: float, inference: dict | None,
     return notes
 
 
-def _laws(fit: FitDocument, approach: str, mode: str):
+def _laws(fit: FitDocument, approach: str, mode: str
+          ) -> tuple[Law, Law | None, tuple[Law, Law | None] | None]:
     """(frontier, loss law, their bootstrap samples or None). The law that predicts loss is
     the approach's own when parametric, else Approach 3's (when fitted)."""
     frontier = fit.result(approach)
     if approach in PARAMETRIC:
-        samples = fit.sample_laws(approach)
-        return frontier.law(), frontier.law(), (samples * 2 if samples else None)
+        alone = fit.sample_laws(approach)
+        return frontier.law(), frontier.law(), (alone[0], alone[0]) if alone else None
     if mode != "compute_optimal":
         raise UserError(
             f"approach: the {mode.replace('_', '-')} mode needs a parametric law "
             f"(approach3 or vpnls), got {approach!r}")
     name, loss_law = fit.parametric("approach3")
-    samples = fit.sample_laws(approach, name) if name else None
+    paired = fit.sample_laws(approach, name) if name else None
+    samples: tuple[Law, Law | None] | None = (paired[0], paired[1]) if paired else None
     if samples is None and (alone := fit.sample_laws(approach)) is not None:
         samples = (alone[0], None)  # no paired loss samples: intervals of N and D only
     return frontier.law(), None if loss_law is None else loss_law.law(), samples

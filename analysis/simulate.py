@@ -130,7 +130,8 @@ def simulate_study(design: pd.DataFrame, law: Approach3Result = EPOCH_LAW, *,
     if "3" in approaches:
         first = fit_approach3(n, d, loss_SxP[0])
         theta, _ = refit_many(n, d, np.log(loss_SxP), None, first.theta())
-        fitted = ParametricLaw(*np.exp(theta[:, :3].T), theta[:, 3], theta[:, 4])
+        scale_3xG = np.exp(theta[:, :3].T)
+        fitted = ParametricLaw(scale_3xG[0], scale_3xG[1], scale_3xG[2], theta[:, 3], theta[:, 4])
         samples.update({"approach3.alpha": fitted.alpha, "approach3.beta": fitted.beta,
                         "approach3.E": fitted.E, "approach3.a": fitted.a,
                         "approach3.params_opt": fitted.params_opt(target_flops),

@@ -29,6 +29,7 @@ import numpy as np
 
 from scaling import corpus as corpus_lib
 from scaling import data as data_lib
+from scaling import sources as sources_lib
 from scaling import tokenizer as tokenizer_lib
 from scaling.config import DataConfig
 from scaling.errors import UserError
@@ -121,7 +122,7 @@ def load_eval_set(name: str, source: str, token_data: data_lib.TokenData, *,
             raise _renamed(e, where) from None
         same = corpus.corpus_hash == token_data.corpus_hash
         split = "validation" if same else "all"
-        docs = data_lib._documents(corpus.valid if same else corpus.train + corpus.valid)
+        docs = sources_lib._documents(corpus.valid if same else corpus.train + corpus.valid)
         stream, bytes_per_token = _encode_until(docs, encode, eval_tokens + 1)
     if stream.shape[0] < seq_len + 1:
         raise UserError(f"{where}: {source!r} has {stream.shape[0]} tokens, fewer than "

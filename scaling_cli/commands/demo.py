@@ -11,6 +11,7 @@ predicted loss, and the report's path.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from analysis.artifacts import model_dims
@@ -62,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--bootstrap: expected >= 1 resamples, got {args.bootstrap}")
     sweep_dir = Path(args.runs_dir) / spec.name
     outcome = run_sweep(spec, args.runs_dir, workers=args.workers)
+    counts = Counter(outcome.states.values())
     unfinished = [s for s in outcome.states.values() if s not in ("done", "diverged", "failed")]
-    if outcome.count("failed") or unfinished:
-        raise RunFailed(f"sweep {spec.name}: {outcome.count('failed')} run(s) failed, "
+    if counts["failed"] or unfinished:
+        raise RunFailed(f"sweep {spec.name}: {counts['failed']} run(s) failed, "
                         f"{len(unfinished)} unfinished; see `scaling status {args.runs_dir}`")
-    print(f"sweep {spec.name}: {outcome.count('done')}/{len(outcome.states)} done")
+    print(f"sweep {spec.name}: {counts['done']}/{len(outcome.states)} done")
     # leave-largest-budget-out needs two budgets left to fit
     options = {"n_bootstrap": args.bootstrap, "holdout": len(spec.budgets) >= 3}
     fit, fit_path = fit_and_write(sweep_dir, **options)
