@@ -101,7 +101,7 @@ class PowerLawResult(PowerLaw):
         return sum(not m.bracketed for m in self.minima)
 
     def to_dict(self) -> dict:
-        d = {**self.params, "n_points": self.n_points}
+        d: dict[str, Any] = {**self.params, "n_points": self.n_points}
         if self.minima:
             d.update(minima=[m.to_dict() for m in self.minima], n_unbracketed=self.n_unbracketed)
         d.update(self.extra)

@@ -7,6 +7,7 @@ computed from the points and the approaches already fitted, and is a plain dict 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ ROLLOUT_BOOTSTRAP = 200  # resamples per rollout step when `--bootstrap` is not 
 exclude = exclude_runs
 
 
-def forecast_blocks(points: pd.DataFrame, results: dict[str, Any], *,
+def forecast_blocks(points: pd.DataFrame, results: Mapping[str, object], *,
                     fix_E: float | None = None, rollout: bool = False,
                     n_bootstrap: int = ROLLOUT_BOOTSTRAP, level: float = 0.8,
                     seed: int = 0, outlier_sigma: float = DEFAULT_OUTLIER_SIGMA) -> dict:

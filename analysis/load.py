@@ -159,6 +159,7 @@ def _point(run: RunRecord, convention: str | None) -> dict:
             raise UserError(f"{run.run_dir}: no FLOPs under convention {convention!r} "
                             f"(have {', '.join(sorted(by_convention)) or 'none'})")
         flops = by_convention[convention]
+    assert result.eval_loss is not None  # _excluded drops runs without a loss
     return {"run": run.name, "params": result.n_params,
             "params_non_embedding": result.n_params_non_embedding,
             "tokens": result.n_tokens or run.n_tokens, "flops": flops,

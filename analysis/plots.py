@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -23,7 +25,7 @@ from matplotlib import patheffects, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.approach2 import IsoFlopMinimum
+from analysis.approach2 import IsoFlopMinimum, PowerLawResult
 from analysis.approach3 import ParametricLaw
 from analysis.fitdoc import FitDocument
 from scaling.fileio import atomic_write_bytes
@@ -114,7 +116,7 @@ def _params_column(points, fit: FitDocument | None) -> str:
 
 def _minima(fit: FitDocument | None) -> tuple[IsoFlopMinimum, ...]:
     a2 = None if fit is None else fit.fitted().get("approach2")
-    return () if a2 is None else a2.minima
+    return a2.minima if isinstance(a2, PowerLawResult) else ()
 
 
 def _approach_title(name: str | None) -> str:
@@ -405,7 +407,8 @@ def curves_figure(curves, x: str = "flops") -> Figure:
     ax = fig.add_subplot()
     curves = curves[(curves[x] > 0) & np.isfinite(curves["loss"])]
     sizes = curves.groupby("run")["params"].first()
-    norm = mcolors.LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.001))
+    size_min, size_max = sizes.min(), max(sizes.max(), sizes.min() * 1.001)
+    norm = mcolors.LogNorm(vmin=size_min, vmax=size_max)
     cmap = matplotlib.colormaps["viridis"]
     for run, size in sizes.sort_values().items():
         group = curves[curves["run"] == run].sort_values(x)
@@ -430,7 +433,7 @@ def curves_figure(curves, x: str = "flops") -> Figure:
         cmap(np.linspace(0, 0.9, 256))))
     cbar = fig.colorbar(sm, ax=ax, pad=0.01)
     cbar.set_label("Parameters N (count)")
-    if math.log10(norm.vmax / norm.vmin) < 2.2:
+    if math.log10(size_max / size_min) < 2.2:
         cbar.ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     cbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(human_count))
     cbar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
@@ -484,7 +487,7 @@ def residuals_figure(points, fit: FitDocument, approach: str | None = None) -> F
     return fig
 
 
-def rollout_figure(rollout: dict) -> Figure:
+def rollout_figure(rollout: Mapping[str, Any]) -> Figure:
     """Rolling-origin validation (fit.json's "rollout"): every predicted run's forecast
     against its observed loss, with its prediction interval, coloured by origin; the diagonal
     is a perfect forecast."""
@@ -530,5 +533,5 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
 
 
 def _pos(x) -> bool:
-    return (isinstance(x, int | float | np.floating) and not isinstance(x, bool)
-            and math.isfinite(x) and x > 0)
+    return bool(isinstance(x, int | float | np.floating) and not isinstance(x, bool)
+                and math.isfinite(x) and x > 0)

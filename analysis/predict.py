@@ -38,10 +38,12 @@ def resolve_point(n_params: float | None = None, n_tokens: float | None = None,
     if "flops" in given:
         if len(given) != 2:
             raise UserError("--flops: expected exactly one of --params, --tokens with it")
-        if "params" in given:
+        assert flops is not None
+        if n_params is not None:
             return float(n_params), float(flops) / (6.0 * float(n_params))
+        assert n_tokens is not None  # exactly one of them came with --flops
         return float(flops) / (6.0 * float(n_tokens)), float(n_tokens)
-    if len(given) != 2:
+    if n_params is None or n_tokens is None:
         missing = "params" if n_params is None else "tokens"
         raise UserError(f"--{missing}: expected a positive number (or --flops with one of "
                         "--params, --tokens)")

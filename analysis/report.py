@@ -17,12 +17,15 @@ import datetime as _dt
 import html
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from analysis import artifacts, plots
+from analysis.approach2 import PowerLawResult
 from analysis.bootstrap import Holdout
 from analysis.fitdoc import FitDocument, default_fit_path, read_fit, write_fit
 from analysis.fits import fit_points, fit_source
@@ -186,7 +189,8 @@ def fit_table(fit: FitDocument) -> tuple[list[str], list[list[str]]]:
 
 def _budget_rows(points, fit: FitDocument, col: str) -> tuple[list[list[str]], list[float]]:
     a2 = fit.fitted().get("approach2")
-    minima = {round(math.log10(m.budget), 2): m for m in (a2.minima if a2 else ())}
+    minima = {round(math.log10(m.budget), 2): m
+              for m in (a2.minima if isinstance(a2, PowerLawResult) else ())}
     rows, unbracketed = [], []
     for budget, group in points.groupby("budget"):
         m = minima.get(round(math.log10(budget), 2))
@@ -298,8 +302,8 @@ def _recommendation_section(doc: Document, fit: FitDocument, rec) -> None:
 
 
 def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict | None = None,
-                   figures: list[tuple[Path, str, str]] = (),
-                   fit_warnings: list[str] = ()) -> Document:
+                   figures: Sequence[tuple[Path, str, str]] = (),
+                   fit_warnings: Sequence[str] = ()) -> Document:
     """The report's content from already-loaded data, fit and recommendation. `excluded`
     counts the runs left out by reason (default: the fit's own count)."""
     doc = Document("Scaling-law report")
@@ -351,7 +355,7 @@ def worst_fit_rows(points, fit: FitDocument, col: str, k: int = 5) -> list[list[
              fmt_num(predicted[i], 4), f"{residual[i]:+.4f}"] for i in order]
 
 
-def rollout_rows(rollout: dict) -> list[list[str]]:
+def rollout_rows(rollout: Mapping[str, Any]) -> list[list[str]]:
     """Rows of the rollout table from fit.json's "rollout" block (analysis.rollout)."""
     def _finite(x) -> bool:
         return isinstance(x, int | float) and math.isfinite(x)

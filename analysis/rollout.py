@@ -102,7 +102,7 @@ def _step(train: pd.DataFrame, target: pd.DataFrame, *, n_bootstrap: int, level:
     law = fit_approach3(train["params"], train["tokens"], train["loss"], **fit_kw)
     noise = estimate_noise(train, law, level=level)
     samples = bootstrap_law_samples(train, law, n_bootstrap, seed) if n_bootstrap else None
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON row per forecast run
     for _, r in target.iterrows():
         p = predict_loss(law, r["params"], r["tokens"], sigma=noise.sigma, samples=samples,
                          level=level, dof=noise.dof, seed=seed)

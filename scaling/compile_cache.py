@@ -19,7 +19,8 @@ COMPILE_CACHE_ENV = "SCALING_COMPILE_CACHE"
 
 
 def enable_compile_cache(cache_dir: str | os.PathLike | None = None) -> None:
-    if os.environ.get(COMPILE_CACHE_ENV, "1") == "0" or jax.config.jax_compilation_cache_dir:
+    if os.environ.get(COMPILE_CACHE_ENV, "1") == "0" or getattr(
+            jax.config, "jax_compilation_cache_dir"):  # a flag attribute, absent from the stubs
         return
     base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     jax.config.update("jax_compilation_cache_dir", str(base / "jax-compile"))

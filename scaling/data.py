@@ -222,6 +222,7 @@ def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenDa
                         f"data.tokenizer unset, got {data_cfg.tokenizer!r}")
     vocab_size = getattr(data_cfg, "vocab_size", None)
     files = sources_lib.token_files(source.partition(":")[2], vocab_size)
+    assert vocab_size is not None  # token_files refuses a missing vocab_size
     corpus_hash = sources_lib.token_files_hash(files, vocab_size)
     keys = [f"{f.rel}:{b}" for f in files for b in range(-(-f.ids.shape[0] // TOKEN_BLOCK))]
     is_valid = corpus_lib.split_mask(keys, "data.source")

@@ -165,7 +165,7 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
     # Widths past the one where even the thinnest allowed stack overshoots cannot help.
     width_limit = max(recipe.full_width_from,
                       int((hi_aspect * target / (4 + 2 * n_mats)) ** (1 / 3)) + recipe.width_multiple)
-    candidates = []  # (cost, rel_error, d_model, n_layers)
+    candidates: list[tuple[float, float, int, int]] = []  # (cost, rel_error, d_model, n_layers)
     for d in recipe.widths(width_limit):
         fixed, per_layer = fixed_and_per_layer(d)
         if fixed + per_layer > target * 4 and candidates:

@@ -125,8 +125,8 @@ def build(entry: Path, source: DocumentSource, spec: tokenizer_lib.TokenizerSpec
     paths = {s: entry / f"{s}.bin.partial" for s in ("train", "valid")}
     manifest_path = entry / MANIFEST
     itemsize = spec.dtype.itemsize
-    state = {"docs_done": 0, "n_train": 0, "n_valid": 0, "train_bytes": 0,
-             "corpus_hash": source.corpus_hash, "tokenizer": spec.tag}
+    state = {"docs_done": 0, "n_train": 0, "n_valid": 0, "train_bytes": 0}
+    header = {"corpus_hash": source.corpus_hash, "tokenizer": spec.tag}
     if manifest_path.exists():
         try:
             saved = json.loads(manifest_path.read_text())
@@ -163,7 +163,7 @@ def build(entry: Path, source: DocumentSource, spec: tokenizer_lib.TokenizerSpec
                 state["n_train"] += len(train) // itemsize
                 state["n_valid"] += len(valid) // itemsize
                 state["train_bytes"] += n_bytes
-                atomic_write_json(manifest_path, state)
+                atomic_write_json(manifest_path, {**state, **header})
                 committed += 1
                 bar.update(task, completed=state["docs_done"])
     finally:

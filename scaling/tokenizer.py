@@ -37,6 +37,7 @@ class TokenizerSpec:
     @property
     def tag(self) -> str:
         if self.kind == "json":
+            assert self.file_hash is not None  # every json spec carries its file's hash
             return f"json{self.vocab_size}-{self.file_hash[:12]}"
         return "bytes" if self.kind == "bytes" else f"bpe{self.vocab_size}"
 
@@ -91,8 +92,12 @@ def load(spec: TokenizerSpec, bpe_json: str | None = None):
     if spec.kind == "json":
         from tokenizers import Tokenizer
 
+        assert spec.path is not None  # every json spec names its file
         return Tokenizer.from_file(spec.path)
-    return load_bpe(bpe_json) if spec.kind == "bpe" else None
+    if spec.kind != "bpe":
+        return None
+    assert bpe_json is not None, "a bpe spec loads from its trained JSON"
+    return load_bpe(bpe_json)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int):

@@ -83,7 +83,7 @@ def start(run_dir: str | os.PathLike, *, step: int, main: bool = True) -> Tracke
         return Tracker()
     check_installed(trackers, f"{run_dir / runs.CONFIG_FILE}: tracking.trackers")
     state = _read_state(run_dir)
-    sinks = []
+    sinks: list[_TensorBoard | _WandB] = []
     if "tensorboard" in trackers:
         sinks.append(_TensorBoard(run_dir / TENSORBOARD_DIR, config, step))
     if "wandb" in trackers:
