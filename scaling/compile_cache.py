@@ -19,8 +19,9 @@ COMPILE_CACHE_ENV = "SCALING_COMPILE_CACHE"
 
 
 def enable_compile_cache(cache_dir: str | os.PathLike | None = None) -> None:
-    if os.environ.get(COMPILE_CACHE_ENV, "1") == "0" or getattr(
-            jax.config, "jax_compilation_cache_dir"):  # a flag attribute, absent from the stubs
+    # The flag is an attribute jax sets at runtime, absent from its stubs.
+    if (os.environ.get(COMPILE_CACHE_ENV, "1") == "0"
+            or jax.config.jax_compilation_cache_dir):  # type: ignore[attr-defined]
         return
     base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     jax.config.update("jax_compilation_cache_dir", str(base / "jax-compile"))

@@ -245,10 +245,11 @@ class _Trainer:
         cfg = self.cfg
         self.counts = param_counts(cfg.model)
         self.by_convention = flops_all(cfg.model)
-        self.fpt = fpt = self.by_convention.get(cfg.convention)
+        fpt = self.by_convention.get(cfg.convention)
         if fpt is None:
             raise UserError(f"convention: expected one of {', '.join(self.by_convention)}, "
                             f"got {cfg.convention!r}")
+        self.fpt = fpt
         backend = jax.default_backend()
         k = self.steps_per_dispatch or dispatch.auto_steps_per_dispatch(fpt * self.tokens_per_step, backend)
         self.k = dispatch.aligned_steps_per_dispatch(k, (cfg.log_every, cfg.eval_every, cfg.checkpoint_every))

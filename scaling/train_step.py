@@ -70,15 +70,15 @@ class TrainState:
         self.compute_dtype = compute_dtype_for(backend) if compute_dtype is None else compute_dtype
         kwargs = default_model_kwargs(backend, cfg.model.n_layers) | dict(model_kwargs or {})
 
-        def build():
+        def build() -> Transformer:
             with nnx.use_eager_sharding(False):
                 return Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed),
                                    compute_dtype=self.compute_dtype, **kwargs)
 
         self._build = build
         # Abstract first: shapes and logical axes without allocating anything.
-        graphdef, abstract_params, rest = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
-        self.graphdef, self.rest = graphdef, rest
+        graphdef, abstract_params, *rest = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
+        self.graphdef, self.rest = graphdef, rest[0]  # `...`: everything else, one State
         self.tx = build_optimizer(cfg, decay_mask(abstract_params))
         self.param_shardings = mesh_lib.state_shardings(abstract_params, mesh)
         replicated = mesh_lib.replicated(mesh)
@@ -99,13 +99,13 @@ class TrainState:
 
         @partial(jax.jit, out_shardings=(self.param_shardings, self.opt_shardings, self.replicated))
         def init():
-            _, params, _ = nnx.split(self._build(), nnx.Param, ...)
+            params = nnx.split(self._build(), nnx.Param, ...)[1]
             return params, tx.init(params), jax.random.key_data(jax.random.key(self.cfg.seed))
 
         params, opt_state, rng = init()
         return {"params": params, "opt_state": opt_state, "rng": rng}
 
-    def model(self, params) -> nnx.Module:
+    def model(self, params) -> Transformer:
         return nnx.merge(self.graphdef, params, self.rest)
 
 

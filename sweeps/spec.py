@@ -247,6 +247,9 @@ def vocab_size_for(data: DataSpec) -> int:
     """The model vocabulary the tokenizer (or the synthetic source) implies."""
     tokenizer = parse_tokenizer(data.tokenizer)  # the trainer parses it whatever the source
     if data.source.startswith("tokens:"):
+        if data.vocab_size is None:
+            raise UserError("data.vocab_size: required with a tokens: source (the vocabulary "
+                            "the ids were made with)")
         return int(data.vocab_size)
     if data.source.startswith("synthetic"):
         return int(parse_synthetic(data.source)["vocab"])

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.approach2 import isoflop_minima, power_laws_from_minima
@@ -96,6 +97,7 @@ def fit_centers(spec: SweepSpec, runs_dir: str | os.PathLike) -> dict[float, flo
     minima = isoflop_minima(pd.DataFrame(rows), warn=False) if rows else []
     if not minima:
         return {}
+    frontier: Callable[[float], float | np.ndarray]
     if len(minima) >= 2:
         frontier = power_laws_from_minima(minima).params_opt
     else:

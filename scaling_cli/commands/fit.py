@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from analysis.approach2 import PowerLawResult
 from analysis.bootstrap import DEFAULT_LEVEL
 from analysis.fitdoc import FitDocument, default_fit_path, write_fit
 from analysis.fits import FitWarning
@@ -113,7 +114,7 @@ def _notes(doc: FitDocument) -> list[str]:
         notes.append("excluded: " + ", ".join(f"{v} {k}" for k, v in doc.excluded.items()))
     notes += [f"{name}: {error}" for name, error in doc.errors().items()]
     a2 = doc.fitted().get("approach2")
-    if a2 is not None and a2.n_unbracketed:
+    if isinstance(a2, PowerLawResult) and a2.n_unbracketed:
         notes.append(f"approach2: {a2.n_unbracketed} budget minima not bracketed")
     if doc.bootstrap:
         notes.append(f"[lo, hi]: {doc.level():.0%} bootstrap percentile intervals")

@@ -112,8 +112,9 @@ def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
 
     law, source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
     fit_path = sweep_dir / "fit.json"
-    if fit_path.is_file() and read_fit(fit_path).parametric("approach3")[1] is not None:
-        law, source = read_fit(fit_path).parametric("approach3")[1], str(fit_path)
+    fitted = read_fit(fit_path).parametric("approach3")[1] if fit_path.is_file() else None
+    if fitted is not None:
+        law, source = fitted, str(fit_path)
     design = pd.DataFrame({"params": [p.n_params for p in planned],
                            "tokens": [p.n_tokens for p in planned],
                            "budget": [p.budget for p in planned]})

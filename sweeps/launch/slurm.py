@@ -132,7 +132,7 @@ class TrainTask(submitit.helpers.Checkpointable):
         return {"train_cmd": self.train_cmd, "python": self.python}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        TrainTask.__init__(self, **state)
 
 
 def make_executor(folder: str | os.PathLike, launcher, name: str, cluster: str | None = "slurm"):
