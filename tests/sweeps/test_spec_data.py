@@ -11,6 +11,7 @@ import pytest
 
 from scaling.errors import UserError
 from sweeps import spec as spec_lib
+from sweeps.ownership import spec_hash
 from sweeps.plan import plan_sweep
 
 HEAD = 'name = "x"\nbudgets = [1e16]\n[grid]\nsizes = 3\nspan = 4.0\n[checks]\nmin_sizes = 3\n'
@@ -38,7 +39,6 @@ def test_defaults_of_the_new_keys_keep_old_digests_and_run_names(tmp_path):
     d.pop("launcher")
     for key in ("text_column", "vocab_size"):
         d["data"].pop(key)
-    from scaling.runs import spec_hash
 
     assert plain.digest() == spec_hash(d)  # what the spec hashed to before the keys existed
     named = load(tmp_path, 'source = "stdlib"\ntext_column = "body"\n')
