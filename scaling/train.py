@@ -243,8 +243,9 @@ class _Trainer:
             f"lr {cfg.optim.lr:g} {cfg.schedule.kind}, {cfg.n_steps} steps, {self.n_dev} "
             f"{backend} device(s), {self.k} step(s)/dispatch")
 
-    def _restore(self, ckpt: Checkpointer) -> int:
-        restored = ckpt.restore(self.ts.abstract)
+    def _restore(self, ckpt: Checkpointer, at: int | None = None) -> int:
+        """Resume from the newest checkpoint that restores, or from step `at` (0: fresh)."""
+        restored = None if at == 0 else ckpt.restore(self.ts.abstract, at)
         if restored is None:
             self.state, meta, step = self.ts.init(), {}, 0
         else:
