@@ -59,6 +59,7 @@ Example (every table optional except ``budgets``)::
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
+    group_replicas = true        # local: runs differing only in lr, seed, ... train as one group
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ class LauncherSpec:
     qos: str | None = None
     constraint: str | None = None
     max_requeues: int = 3
+    group_replicas: bool = True  # local: runs differing only in lr/seed/... train as one group
 
 
 @dataclass(frozen=True)
@@ -571,6 +573,7 @@ def _launcher(t: _Fields) -> LauncherSpec:
         qos=t.str("qos", None, pattern=SLURM_PATTERN),
         constraint=t.str("constraint", None, pattern=SLURM_PATTERN),
         max_requeues=t.int("max_requeues", 3, lo=0),
+        group_replicas=t.bool("group_replicas", True),
     )
     t.done()
     return out
