@@ -38,8 +38,15 @@ from scaling.errors import UserError
 from scaling.lock import RunLock, RunLocked
 from scaling.replica_groups import OPTIM_SCALARS, group_key
 from scaling.schedules import make_schedule
-from scaling.train import (FAULT_ENV, HEARTBEAT_S, _is_multiple, _Terminate, _Trainer,
-                           _truncate_metrics, train_run)
+from scaling.train import (
+    FAULT_ENV,
+    HEARTBEAT_S,
+    _is_multiple,
+    _Terminate,
+    _Trainer,
+    _truncate_metrics,
+    train_run,
+)
 from scaling.train_step import TrainState, build_optimizer, make_eval_fn, multi_step_fn
 
 
@@ -124,6 +131,27 @@ class _Group:
             raise
 
     def _run(self) -> dict[str, dict]:
+        live = self._prepare()
+        if not live:
+            return self.results
+        first = live[0]
+        fault = os.environ.get(FAULT_ENV)
+        step_fn = make_group_step_fn(first.ts, fault_step=int(fault) if fault else None)
+        hparams = {name: np.asarray([getattr(m.cfg.optim, name) for m in live], np.float32)
+                   for name in OPTIM_SCALARS}
+        self.unstack = _unstack_fn(len(live))
+        with ExitStack() as stack:
+            ckpts = [stack.enter_context(Checkpointer(m.run_dir / CHECKPOINT_DIR)) for m in live]
+            step = self._restore(live, ckpts)
+            for m in live:
+                m.status("running", step=step, reason=None)
+            with _Terminate() as term:
+                step = self._loop(live, ckpts, step, step_fn, hparams, term)
+        self._finish(live, step, term)
+        return self.results
+
+    def _prepare(self) -> list[_Trainer]:
+        """Validate, load the data once, build each replica's state: the runs to train."""
         mesh = mesh_lib.make_mesh(1)
         if mesh.devices.size != 1:
             raise UserError(f"replica groups train on one device, found {mesh.devices.size}; "
@@ -140,7 +168,7 @@ class _Group:
             else:
                 live.append(m)
         if not live:
-            return self.results
+            return live
         first = live[0]
         cfg = first.cfg
         token_data = data_lib.load_tokens(cfg.data, seq_len=cfg.model.seq_len, cache_dir=self.cache_dir)
@@ -162,18 +190,10 @@ class _Group:
         self.say(f"group of {len(live)} runs ({', '.join(m.run_dir.name for m in live)}): "
                  f"N={first.counts['total']:,} params, {cfg.n_steps} steps, batch "
                  f"{cfg.batch_size}x{cfg.model.seq_len}, {first.k} step(s)/dispatch")
-        fault = os.environ.get(FAULT_ENV)
-        step_fn = make_group_step_fn(first.ts, fault_step=int(fault) if fault else None)
-        hparams = {name: np.asarray([getattr(m.cfg.optim, name) for m in live], np.float32)
-                   for name in OPTIM_SCALARS}
-        self.unstack = _unstack_fn(len(live))
-        with ExitStack() as stack:
-            ckpts = [stack.enter_context(Checkpointer(m.run_dir / CHECKPOINT_DIR)) for m in live]
-            step = self._restore(live, ckpts)
-            for m in live:
-                m.status("running", step=step, reason=None)
-            with _Terminate() as term:
-                step = self._loop(live, ckpts, step, step_fn, hparams, term)
+        return live
+
+    def _finish(self, live: list[_Trainer], step: int, term: _Terminate) -> None:
+        """Each run that did not diverge: done (result.json) or stopped (pending, resumes)."""
         for m in live:
             if m.diverged is not None:
                 continue  # marked when it diverged
@@ -185,9 +205,8 @@ class _Group:
                 result = m._end_done(step, m.elapsed_before + time.time() - m.t_start)
                 self.say(f"{m.run_dir.name}: done, eval loss {result['eval_loss']:.4f}")
             self.results[str(m.run_dir)] = result
-        if any(m.diverged is None for m in live) and step < cfg.n_steps:
+        if any(m.diverged is None for m in live) and step < live[0].cfg.n_steps:
             self.say(f"group stopped at step {step}; checkpointed, rerun to resume")
-        return self.results
 
     def _restore(self, live: list[_Trainer], ckpts: list[Checkpointer]) -> int:
         """All runs at the newest step every one of them has a checkpoint for (0: fresh)."""
@@ -204,7 +223,7 @@ class _Group:
             self.say(f"resuming from step {at}")
         self.state = stack_trees([m.state for m in live])
         for m in live:
-            m.state = None  # the stacked copy is the one that trains
+            m.state = {}  # the stacked copy is the one that trains
         return at
 
     def _loop(self, live, ckpts, step: int, step_fn, hparams, term) -> int:
@@ -229,17 +248,9 @@ class _Group:
             is_ckpt = _is_multiple(end, cfg.checkpoint_every) or end == stop
             stop_now = term.requested
             if is_eval or is_ckpt or stop_now:
-                self._unstack_into(live)
-                evals = [m._evaluate() if is_eval and m.diverged is None else None for m in live]
-                self._process(live, pending, evals)
+                self._boundary(live, ckpts, pending, is_eval, is_ckpt or stop_now)
                 pending = None
-                if all(m.diverged is not None for m in live):
-                    return step
-                if is_ckpt or stop_now:
-                    for m, c in zip(live, ckpts, strict=True):
-                        if m.diverged is None:
-                            m._save(c, end)
-                if stop_now:
+                if stop_now or all(m.diverged is not None for m in live):
                     return step
             if time.time() - last_beat > HEARTBEAT_S:
                 for m in live:
@@ -251,6 +262,16 @@ class _Group:
             self._process(live, pending)
         self._unstack_into(live)
         return step
+
+    def _boundary(self, live, ckpts, pending: tuple, is_eval: bool, save: bool) -> None:
+        """At an eval or checkpoint step: each replica's own state, eval, metrics, checkpoint."""
+        self._unstack_into(live)
+        evals = [m._evaluate() if is_eval and m.diverged is None else None for m in live]
+        self._process(live, pending, evals)
+        if save:
+            for m, c in zip(live, ckpts, strict=True):
+                if m.diverged is None:
+                    m._save(c, pending[1])
 
     def _unstack_into(self, live: list[_Trainer]) -> None:
         for m, state in zip(live, self.unstack(self.state), strict=True):

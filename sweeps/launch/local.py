@@ -187,8 +187,9 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
         state = runs.settle_state(d)
         progress.states[d] = state if state in skip else "pending"
     pending = [d for d in dirs if progress.states[d] == "pending"]
-    queue = (group_runs(pending, min_groups=workers) if group_replicas and train_cmd is None
-             else [(d,) for d in pending])
+    queue: list[tuple[Path, ...]] = (group_runs(pending, min_groups=workers)
+                                     if group_replicas and train_cmd is None
+                                     else [(d,) for d in pending])
     slots = _Slots(queue, progress, workers, threads_per_worker, train_cmd)
     stop: list[int] = []
     handlers = {}

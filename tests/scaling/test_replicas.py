@@ -10,19 +10,28 @@ group of the same runs.
 """
 
 import os
-from dataclasses import replace
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
-from train_helpers import REPO, cli_env, final_params, make_run, read_metrics, run_cli, scaling_cmd, tiny_config  # noqa: E402
+from train_helpers import (  # noqa: E402
+    REPO,
+    cli_env,
+    final_params,
+    make_run,
+    read_metrics,
+    run_cli,
+    scaling_cmd,
+    tiny_config,
+)
 
 from scaling import runs
 from scaling.config import OptimConfig
