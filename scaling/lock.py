@@ -110,7 +110,8 @@ class RunLock:
     # -- internals
 
     def _parent_holds(self) -> bool:
-        if os.environ.get(INHERITED_LOCK_ENV) != str(self.run_dir.resolve()):
+        # One run, or several joined by os.pathsep (a replica group's worker).
+        if str(self.run_dir.resolve()) not in os.environ.get(INHERITED_LOCK_ENV, "").split(os.pathsep):
             return False
         owner = self.owner() or {}
         return owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname()

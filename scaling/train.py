@@ -263,8 +263,9 @@ class _Trainer:
             f"lr {cfg.optim.lr:g} {cfg.schedule.kind}, {cfg.n_steps} steps, {self.n_dev} "
             f"{backend} device(s), {self.k} step(s)/dispatch")
 
-    def _restore(self, ckpt: Checkpointer) -> int:
-        restored = ckpt.restore(self.ts.abstract)
+    def _restore(self, ckpt: Checkpointer, at: int | None = None) -> int:
+        """Resume from the newest checkpoint that restores, or from step `at` (0: fresh)."""
+        restored = None if at == 0 else ckpt.restore(self.ts.abstract, at)
         self.tracker = tracking.start(self.run_dir, step=restored[0] if restored else 0,
                                       main=self.main)
         if restored is None:

@@ -18,6 +18,7 @@ from scaling import mesh as mesh_lib
 from scaling.checkpoint import abstract_like
 from scaling.config import RunConfig
 from scaling.model import Transformer, cross_entropy, loss_and_metrics
+from scaling.replica_groups import OPTIM_SCALARS
 from scaling.schedules import learning_rate, make_schedule
 
 
@@ -35,12 +36,15 @@ def decay_mask(abstract_params):
     return jax.tree.map(one, abstract_params, is_leaf=_is_var)
 
 
-def build_optimizer(cfg: RunConfig, mask) -> optax.GradientTransformation:
+def build_optimizer(cfg: RunConfig, mask, hparams: dict | None = None) -> optax.GradientTransformation:
+    """AdamW from cfg.optim; `hparams` replaces its OPTIM_SCALARS by per-replica arrays in a
+    replica group (scaling.replicas), the chain's structure (clipping on/off) still from cfg."""
     o = cfg.optim
-    schedule = make_schedule(cfg.schedule, peak_lr=o.lr, n_steps=cfg.n_steps)
-    parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps,
-                             weight_decay=o.weight_decay, mask=mask))
+    h = {name: getattr(o, name) for name in OPTIM_SCALARS} | dict(hparams or {})
+    schedule = make_schedule(cfg.schedule, peak_lr=h["lr"], n_steps=cfg.n_steps)
+    parts = [optax.clip_by_global_norm(h["grad_clip"])] if o.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=h["beta1"], b2=h["beta2"], eps=h["eps"],
+                             weight_decay=h["weight_decay"], mask=mask))
     return optax.chain(*parts)
 
 
@@ -79,7 +83,8 @@ class TrainState:
         # Abstract first: shapes and logical axes without allocating anything.
         graphdef, abstract_params, *rest = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
         self.graphdef, self.rest = graphdef, rest[0]  # `...`: everything else, one State
-        self.tx = build_optimizer(cfg, decay_mask(abstract_params))
+        self.decay_mask = decay_mask(abstract_params)
+        self.tx = build_optimizer(cfg, self.decay_mask)
         self.param_shardings = mesh_lib.state_shardings(abstract_params, mesh)
         replicated = mesh_lib.replicated(mesh)
         self.replicated = replicated
@@ -111,7 +116,18 @@ class TrainState:
 
 def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
     """jit(params, opt_state, step0, batches_KxAxBxL1) -> (params, opt_state, ce_K, gnorm_K, lr_K)."""
-    cfg, tx = ts.cfg, ts.tx
+    rep = ts.replicated
+    return jax.jit(
+        multi_step_fn(ts, ts.tx, ts.cfg.optim.lr, fault_step=fault_step), donate_argnums=(0, 1),
+        in_shardings=(ts.param_shardings, ts.opt_shardings, rep,
+                      mesh_lib.batch_sharding(ts.mesh, 2, 4)),
+        out_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep, rep))
+
+
+def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None):
+    """The pure (unjitted) k-step update with optimizer `tx` and peak LR `peak_lr` (a float,
+    or a traced per-replica value under scaling.replicas' vmap)."""
+    cfg = ts.cfg
     z_loss = cfg.optim.z_loss
 
     def loss_fn(params, batch_BxL1):
@@ -141,7 +157,7 @@ def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        lr = learning_rate(step, peak_lr=cfg.optim.lr, n_steps=cfg.n_steps, sched=cfg.schedule)
+        lr = learning_rate(step, peak_lr=peak_lr, n_steps=cfg.n_steps, sched=cfg.schedule)
         return (params, opt_state, step + 1), (ce, grad_norm, lr)
 
     def multi_step(params, opt_state, step0, batches_KxAxBxL1):
@@ -149,12 +165,7 @@ def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
             one_step, (params, opt_state, step0), batches_KxAxBxL1)
         return params, opt_state, ce_K, gnorm_K, lr_K
 
-    rep = ts.replicated
-    return jax.jit(
-        multi_step, donate_argnums=(0, 1),
-        in_shardings=(ts.param_shardings, ts.opt_shardings, rep,
-                      mesh_lib.batch_sharding(ts.mesh, 2, 4)),
-        out_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep, rep))
+    return multi_step
 
 
 def make_eval_fn(ts: TrainState):

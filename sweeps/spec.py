@@ -69,6 +69,7 @@ Example (every table optional except ``budgets``)::
     kind = "local"               # local | slurm
     workers = 1
     # nodes = 2; tasks_per_node = 4  # slurm: one JAX process per node or per GPU
+    # group_replicas = false     # local: runs differing only in lr, seed, ... train as one vmapped group
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ class LauncherSpec:
     max_requeues: int = 3
     nodes: int = 1  # Slurm only: nodes x tasks_per_node JAX processes per run
     tasks_per_node: int = 1  # one per node, or one per GPU (then gpus_per_task = 1)
+    # local: runs differing only in lr/seed/... train as one vmapped group (scaling.replicas);
+    # off by default until it is measured faster than separate runs (BENCHMARKS.md)
+    group_replicas: bool = False
 
 
 @dataclass(frozen=True)
@@ -623,6 +627,7 @@ def _launcher(t: _Fields) -> LauncherSpec:
         max_requeues=t.int("max_requeues", 3, lo=0),
         nodes=t.int("nodes", 1, lo=1, hi=4096),
         tasks_per_node=t.int("tasks_per_node", 1, lo=1, hi=1024),
+        group_replicas=t.bool("group_replicas", False),
     )
     check_launcher(out, out.kind)
     t.done()

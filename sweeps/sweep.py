@@ -140,7 +140,8 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
         elif launcher == "local":
             progress = run_local(dirs, workers=workers,
                                  threads_per_worker=spec.launcher.threads_per_worker,
-                                 train_cmd=train_cmd, on_update=on_update)
+                                 train_cmd=train_cmd, on_update=on_update,
+                                 group_replicas=spec.launcher.group_replicas)
             stage_states = progress.states
         else:
             raise UserError(f"--launcher: expected local or slurm, got {launcher!r}")

@@ -1,6 +1,8 @@
 """Train one run directory (made by `scaling plan`/`scaling sweep`); resumes from its latest
-checkpoint. Exit 0 when the run finished, 1 when it diverged or failed, 2 on bad input,
-143 when stopped by SIGTERM (checkpointed; run the same command again to resume)."""
+checkpoint. Several RUN_DIRs that differ only in scalar hyper-parameters (lr, weight decay,
+betas, eps, clip, seed) train together as one replica group (scaling.replicas). Exit 0 when
+the run(s) finished, 1 when one diverged or failed, 2 on bad input, 143 when stopped by
+SIGTERM (checkpointed; run the same command again to resume)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding config.json")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                        help="run directory holding config.json (several: one replica group)")
     parser.add_argument("--peak-flops", type=float, default=None, metavar="F",
                         help="peak FLOP/s of one device for MFU (default: known devices only)")
     parser.add_argument("--cache-dir", default=None, metavar="D",
@@ -36,15 +39,19 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from scaling.replicas import train_group
     from scaling.train import train_run
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise UserError(f"{run_dir}: not a run directory (no config.json)")
+    for d in args.run_dir:
+        if not (Path(d) / "config.json").is_file():
+            raise UserError(f"{d}: not a run directory (no config.json)")
     if args.peak_flops is not None and not args.peak_flops > 0:
         raise UserError(f"--peak-flops: expected a positive number, got {args.peak_flops}")
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps: expected a positive integer, got {args.max_steps}")
+    if len(args.run_dir) > 1:
+        return _run_group(args, train_group)
+    run_dir = Path(args.run_dir[0])
     result = train_run(run_dir, peak_flops=args.peak_flops, max_steps=args.max_steps,
                        progress=not args.quiet, cache_dir=args.cache_dir,
                        keep_steps=args.keep_steps, fsdp=args.fsdp)
@@ -53,4 +60,20 @@ def run(args) -> int:
         raise RunFailed(f"{run_dir.name} diverged: {result['reason']}")
     if state == "stopped":
         return EXIT_TERMINATED if "SIGTERM" in result["reason"] else 0
+    return 0
+
+
+def _run_group(args, train_group) -> int:
+    if args.keep_steps or args.fsdp != 1:
+        raise UserError("--keep-steps/--fsdp: expected one RUN_DIR (a replica group trains "
+                        "on one device, without WSD branch points)")
+    results = train_group(args.run_dir, peak_flops=args.peak_flops, max_steps=args.max_steps,
+                          progress=not args.quiet, cache_dir=args.cache_dir)
+    diverged = [f"{Path(d).name} diverged: {r['reason']}" for d, r in results.items()
+                if r.get("state") == "diverged"]
+    if diverged:
+        raise RunFailed("; ".join(diverged))
+    stopped = [r for r in results.values() if r.get("state") == "stopped"]
+    if stopped and any("SIGTERM" in r["reason"] for r in stopped):
+        return EXIT_TERMINATED
     return 0

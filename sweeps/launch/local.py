@@ -1,5 +1,10 @@
 """Local launcher: W worker slots, each run in its own process (sweeps.launch.worker).
 
+Runs that differ only in scalar hyper-parameters (scaling.replica_groups) go to one worker
+together and train as one replica group (`group_replicas`, the spec's
+`launcher.group_replicas`); groups are halved until every slot has one. A custom
+`train_cmd` (the test hook) always gets one RUN_DIR.
+
 A crash, divergence or kill of one run never stops the launcher: the run's status says
 what happened and the rest go on. Runs already done (or diverged) are skipped, interrupted
 ones resume from their checkpoint, and each run is trained only under its RunLock, so two
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from scaling import runs
 from scaling.errors import UserError
+from scaling.replica_groups import group_runs
 from sweeps.launch.worker import EXIT_LOCKED, EXIT_TERMINATED
 
 RETRY_LOCKED_S = 1.0
@@ -85,16 +91,20 @@ def _branch_source(run_dir: Path) -> Path | None:
 class _Slots:
     """The launcher's worker slots: which run each trains, and the queue of runs waiting."""
 
-    def __init__(self, queue: list[Path], progress: Progress, workers: int,
+    def __init__(self, queue: list[tuple[Path, ...]], progress: Progress, workers: int,
                  threads_per_worker: int | None, train_cmd: Sequence[str] | None) -> None:
         self.queue, self.progress, self.train_cmd = queue, progress, train_cmd
         self.cores, self.gpus = cpu_slots(workers, threads_per_worker), gpu_ids()
         self.free = list(range(workers))
-        self.active: dict[Path, tuple[subprocess.Popen, int]] = {}
-        self.retry_at: dict[Path, float] = {}
+        self.active: dict[tuple[Path, ...], tuple[subprocess.Popen, int]] = {}
+        self.retry_at: dict[tuple[Path, ...], float] = {}
 
-    def _blocked(self, d: Path) -> bool:
-        """Whether `d` must wait (its WSD stable run is not done; marked failed if that failed)."""
+    def _blocked(self, group: tuple[Path, ...]) -> bool:
+        """Whether a lone run must wait (its WSD stable run is not done; marked failed if that
+        failed). Groups hold no WSD runs."""
+        if len(group) != 1:
+            return False
+        d = group[0]
         source = _branch_source(d)
         if source is None:
             return False
@@ -102,7 +112,7 @@ class _Slots:
         if source_state in ("failed", "diverged"):
             self.progress.states[d] = "failed"
             runs.write_status(d, "failed", reason=f"its stable run {source.name} {source_state}")
-            self.queue.remove(d)
+            self.queue.remove(group)
         return source_state != "done"
 
     def start_ready(self) -> None:
@@ -113,9 +123,9 @@ class _Slots:
             if self.retry_at.get(d, 0) <= now and not self._blocked(d):
                 self._start(d)
 
-    def _start(self, d: Path) -> None:
+    def _start(self, group: tuple[Path, ...]) -> None:
         slot = self.free.pop(0)
-        cmd = [sys.executable, "-m", "sweeps.launch.worker", str(d)]
+        cmd = [sys.executable, "-m", "sweeps.launch.worker", *(str(d) for d in group)]
         if self.train_cmd is not None:
             cmd += ["--", *self.train_cmd]
         proc = subprocess.Popen(cmd, env=worker_env(slot, self.cores[slot], self.gpus),
@@ -124,44 +134,48 @@ class _Slots:
             os.sched_setaffinity(proc.pid, self.cores[slot])
         except (AttributeError, OSError):
             pass
-        self.active[d] = (proc, slot)
-        self.queue.remove(d)
-        self.progress.running.add(d)
-        self.progress.states[d] = "running"
+        self.active[group] = (proc, slot)
+        self.queue.remove(group)
+        for d in group:
+            self.progress.running.add(d)
+            self.progress.states[d] = "running"
 
     def reap(self, stopping: bool) -> None:
         """Collect the workers that exited; requeue a run locked elsewhere or stopped by
         someone else's SIGTERM."""
-        for d, (proc, slot) in list(self.active.items()):
+        for group, (proc, slot) in list(self.active.items()):
             rc = proc.poll()
             if rc is None:
                 continue
-            del self.active[d]
+            del self.active[group]
             self.free = sorted([*self.free, slot])
-            self.progress.running.discard(d)
-            if rc == EXIT_LOCKED:  # another launcher trains it: look again later
-                self.progress.states[d] = "running"
-                self.retry_at[d] = time.monotonic() + RETRY_LOCKED_S
-                self.queue.append(d)
+            self.progress.running.difference_update(group)
+            if rc == EXIT_LOCKED:
+                self.progress.states.update({d: "running" for d in group})
+                self.retry_at[group] = time.monotonic() + RETRY_LOCKED_S
+                self.queue.append(group)
             elif rc == EXIT_TERMINATED and not stopping:
-                self.queue.append(d)
-                self.progress.states[d] = "pending"
+                self.queue.append(group)
+                self.progress.states.update({d: "pending" for d in group})
             else:
-                self.progress.states[d] = _final_state(d, rc)
+                for d in group:
+                    self.progress.states[d] = _final_state(d, rc)
 
 
 def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
               threads_per_worker: int | None = None,
               train_cmd: Sequence[str] | None = None,
               on_update: Callable[[Progress], None] | None = None,
-              poll_s: float = 0.2, retry_failed: bool = True) -> Progress:
+              poll_s: float = 0.2, retry_failed: bool = True,
+              group_replicas: bool = False) -> Progress:
     """Train every run in `run_dirs` that is not finished; returns the final Progress.
 
     `train_cmd` replaces ``python -m scaling_cli train --quiet`` (RUN_DIR is appended): the
     test hook for a fake trainer. Failed runs are retried once per call when
     `retry_failed` (a crash may be transient); diverged runs never are (it would diverge
     again). SIGTERM/SIGINT stop the workers (each trainer checkpoints) and re-raise as
-    KeyboardInterrupt.
+    KeyboardInterrupt. `group_replicas`: train runs that differ only in scalar
+    hyper-parameters as replica groups (real trainer only).
     """
     dirs = [Path(d) for d in run_dirs]
     progress = Progress(total=len(dirs))
@@ -169,9 +183,12 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
     for d in dirs:
         state = runs.settle_state(d)
         progress.states[d] = state if state in skip else "pending"
-    slots = _Slots([d for d in dirs if progress.states[d] == "pending"], progress, workers,
-                   threads_per_worker, train_cmd)
-    stop: list[int] = []  # the signals received
+    pending = [d for d in dirs if progress.states[d] == "pending"]
+    queue: list[tuple[Path, ...]] = (group_runs(pending, min_groups=workers)
+                                     if group_replicas and train_cmd is None
+                                     else [(d,) for d in pending])
+    slots = _Slots(queue, progress, workers, threads_per_worker, train_cmd)
+    stop: list[int] = []
     handlers = {}
     for s in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -205,7 +222,7 @@ def _final_state(run_dir: Path, rc: int) -> str:
     return state if state in runs.TERMINAL_STATES else "done" if rc == 0 else "failed"
 
 
-def _stop_all(active: dict[Path, tuple[subprocess.Popen, int]], grace_s: float = 60.0) -> None:
+def _stop_all(active: dict[tuple[Path, ...], tuple[subprocess.Popen, int]], grace_s: float = 60.0) -> None:
     for proc, _ in active.values():
         try:
             proc.send_signal(signal.SIGTERM)

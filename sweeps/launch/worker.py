@@ -12,6 +12,11 @@ A WSD branch (config.json "wsd": {"branch_of", "branch_step"}) is first seeded f
 stable run's checkpoint (sweeps.wsd.start_from); a stable run is trained with
 ``--keep-steps`` at its branches' start points.
 
+Several RUN_DIRs are one replica group (scaling.replicas; the launcher groups them): the
+worker takes every run's lock (exit 75, holding none, if any is held elsewhere), drops the
+runs already finished, and starts one trainer on the rest, its output in the first run's
+train.log (the others' logs say where).
+
 Exit: 0 done, 1 diverged or failed (status.json says why), 75 locked elsewhere, 143
 stopped by SIGTERM (checkpointed, resumable), 2 bad input.
 """
@@ -29,7 +34,7 @@ from pathlib import Path
 from scaling import runs
 from scaling.errors import EXIT_TERMINATED, UserError
 from scaling.host_env import tuned_environ
-from scaling.lock import RunLock
+from scaling.lock import INHERITED_LOCK_ENV, RunLock
 
 EXIT_LOCKED = 75
 DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling_cli", "train", "--quiet")
@@ -57,32 +62,41 @@ def _last_line(path: Path) -> str | None:
     return lines[-1][:300] if lines else None
 
 
-def run_worker(run_dir: str | os.PathLike, train_cmd: list[str] | tuple[str, ...] | None = None,
+def run_worker(run_dir: str | os.PathLike | list, train_cmd: list[str] | tuple[str, ...] | None = None,
                stale_after: float = runs.DEFAULT_STALE_AFTER_S) -> int:
-    run_dir = Path(run_dir)
-    lock = RunLock(run_dir, stale_after=stale_after)
-    if not lock.acquire(blocking=False):
-        return EXIT_LOCKED
+    dirs = [Path(d) for d in (run_dir if isinstance(run_dir, list | tuple) else [run_dir])]
+    locks: list[RunLock] = []
     try:
-        return _train_locked(run_dir, lock, list(train_cmd or DEFAULT_TRAIN_CMD))
+        for d in dirs:
+            lock = RunLock(d, stale_after=stale_after)
+            if not lock.acquire(blocking=False):
+                return EXIT_LOCKED
+            locks.append(lock)
+        return _train_locked(dirs, locks, list(train_cmd or DEFAULT_TRAIN_CMD))
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
 
 
-def _train_locked(run_dir: Path, lock: RunLock, train_cmd: list[str]) -> int:
-    state = runs.settle_state(run_dir)
-    if state == "done":
-        return 0
-    if state == "diverged":
-        return 1
-    extra = _wsd_args(run_dir)
+def _train_locked(dirs: list[Path], locks: list[RunLock], train_cmd: list[str]) -> int:
+    states = {d: runs.settle_state(d) for d in dirs}
+    todo = [d for d in dirs if states[d] not in ("done", "diverged")]
+    if not todo:
+        return 1 if "diverged" in states.values() else 0
+    extra = _wsd_args(todo[0]) if len(todo) == 1 else []
     if extra is None:
         return EXIT_LOCKED  # a branch whose stable run is not there yet: retry later
-    cmd = [*train_cmd, *extra, str(run_dir)]
-    env = tuned_environ({**os.environ, **lock.child_env()})
+    cmd = [*train_cmd, *extra, *(str(d) for d in todo)]
+    inherited = os.pathsep.join(lock.child_env()[INHERITED_LOCK_ENV] for lock in locks)
+    env = tuned_environ({**os.environ, INHERITED_LOCK_ENV: inherited})
     terminated = False
+    log_dir = todo[0]
+    for d in todo[1:]:
+        with open(d / LOG_FILE, "ab") as other:
+            other.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} trained in a replica group, "
+                        f"log in {log_dir / LOG_FILE}\n".encode())
 
-    with open(run_dir / LOG_FILE, "ab") as log:
+    with open(log_dir / LOG_FILE, "ab") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()}: "
                   f"{' '.join(cmd)}\n".encode())
         log.flush()
@@ -104,11 +118,21 @@ def _train_locked(run_dir: Path, lock: RunLock, train_cmd: list[str]) -> int:
                     rc = proc.wait(timeout=TOUCH_EVERY_S)
                     break
                 except subprocess.TimeoutExpired:
-                    lock.touch()
+                    for lock in locks:
+                        lock.touch()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    codes = [_settle_after(d, rc, terminated, log_dir) for d in todo]
+    if any(c == 1 for c in codes) or "diverged" in states.values():
+        return 1
+    return EXIT_TERMINATED if EXIT_TERMINATED in codes else 0
+
+
+def _settle_after(run_dir: Path, rc: int, terminated: bool, log_dir: Path) -> int:
+    """A run's exit code once its trainer exited; a run the trainer left unfinished is
+    marked pending (SIGTERM) or failed."""
     state = runs.settle_state(run_dir)
     if state == "done":
         return 0
@@ -118,7 +142,7 @@ def _train_locked(run_dir: Path, lock: RunLock, train_cmd: list[str]) -> int:
         runs.write_status(run_dir, "pending", reason="stopped by SIGTERM; resumes from its checkpoint")
         return EXIT_TERMINATED
     why = f"trainer exited with code {rc}" if rc >= 0 else f"trainer killed by signal {-rc}"
-    last = _last_line(run_dir / LOG_FILE)
+    last = _last_line(log_dir / LOG_FILE)
     runs.write_status(run_dir, "failed", reason=f"{why}: {last}" if last else why)
     return 1
 
@@ -155,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, cmd = argv[:i], argv[i + 1:]
-    if len(argv) != 1:
-        print("usage: python -m sweeps.launch.worker RUN_DIR [-- TRAIN_CMD...]", file=sys.stderr)
+    if not argv:
+        print("usage: python -m sweeps.launch.worker RUN_DIR [RUN_DIR...] [-- TRAIN_CMD...]",
+              file=sys.stderr)
         return 2
     try:
-        return run_worker(argv[0], cmd)
+        return run_worker(argv, cmd)
     except UserError as e:
         print(f"worker: error: {e}", file=sys.stderr)
         return 2
