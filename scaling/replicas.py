@@ -35,6 +35,7 @@ from scaling import mesh as mesh_lib
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer
 from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
+from scaling.evals import ExtraEvals
 from scaling.lock import RunLock, RunLocked
 from scaling.replica_groups import OPTIM_SCALARS, group_key
 from scaling.schedules import make_schedule
@@ -47,7 +48,13 @@ from scaling.train import (
     _truncate_metrics,
     train_run,
 )
-from scaling.train_step import TrainState, build_optimizer, make_eval_fn, multi_step_fn
+from scaling.train_step import (
+    TrainState,
+    build_optimizer,
+    make_eval_fn,
+    make_score_fn,
+    multi_step_fn,
+)
 
 
 def train_group(run_dirs, *, peak_flops: float | None = None, max_steps: int | None = None,
@@ -177,16 +184,22 @@ class _Group:
                             f"{token_data.vocab_size}, got {cfg.model.vocab_size}")
         eval_batches = data_lib.eval_batches(token_data.valid, eval_tokens=cfg.data.eval_tokens,
                                              batch_size=cfg.batch_size, seq_len=cfg.model.seq_len)
+        # The group shares its data config, so its eval sets and tasks too (checked before
+        # any run writes anything, as a run alone does).
+        extra = ExtraEvals.load(cfg.data, token_data, seq_len=cfg.model.seq_len,
+                                batch_size=cfg.batch_size, vocab_size=cfg.model.vocab_size,
+                                cache_dir=self.cache_dir)
         for m in live:
             m.token_data = token_data
+            m.extra = extra
             m._record_corpus_hash(token_data.corpus_hash)
             m._announce()
             m.ts = TrainState(m.cfg, mesh)
             m.eval_batches = eval_batches
         # One eval function for all: the model's graph does not depend on the seed.
-        eval_fn = make_eval_fn(first.ts)
+        eval_fn, score_fn = make_eval_fn(first.ts), make_score_fn(first.ts)
         for m in live:
-            m.eval_fn = eval_fn
+            m.eval_fn, m.score_fn = eval_fn, score_fn
         self.say(f"group of {len(live)} runs ({', '.join(m.run_dir.name for m in live)}): "
                  f"N={first.counts['total']:,} params, {cfg.n_steps} steps, batch "
                  f"{cfg.batch_size}x{cfg.model.seq_len}, {first.k} step(s)/dispatch")

@@ -1,9 +1,9 @@
 """The `scaling` command: parses arguments and calls library functions, nothing more.
 
 Each subcommand lives in `scaling_cli/commands/<name>.py` with `add_arguments(parser)` and
-`run(args) -> int`. Command modules import nothing heavy at module level (JAX, pandas,
-`analysis`, `sweeps` are imported inside `run`), so `scaling --help` is instant and the
-core package never depends on the others at import time.
+`run(args) -> int`, and imports what it uses at module level. This is the one lazy place:
+only the chosen command's module is imported, so `scaling --help` stays instant and
+`scaling sweep` never loads the plotting stack that `fit` and `report` need.
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Every command's sub-parser; the arguments only of the command `argv` names."""
     parser = _Parser(prog="scaling", description="Compute-optimal scaling-law experiments.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name != chosen:
+            continue
         module = importlib.import_module(f"scaling_cli.commands.{name.replace('-', '_')}")
-        p = sub.add_parser(name, help=help_text, description=module.__doc__)
+        p.description = module.__doc__
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")
         module.add_arguments(p)
@@ -51,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if argv is None and args.command == "train":  # a process of its own: tune it
         from scaling.host_env import reexec_tuned
