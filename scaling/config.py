@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from scaling.errors import UserError
-from scaling.shapes import ModelConfig
+from scaling.shapes import ModelConfig, drop_default_parameterization
 
 SCHEDULES = ("cosine", "constant", "wsd")
 
@@ -69,7 +69,9 @@ class RunConfig:
         return self.n_steps * self.batch_size * self.model.seq_len
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["model"] = drop_default_parameterization(d["model"])  # digests stay as before muP
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "config") -> RunConfig:

@@ -7,9 +7,12 @@ n_heads*head_dim, Wo: n_heads*head_dim x d_model, no biases; optional QK-norm wi
 head_dim scale each for q and k) -> RMSNorm -> MLP (SwiGLU: three d_model x d_ff matrices;
 GELU: two), no biases; a final RMSNorm; an unembedding (d_model x vocab_size) unless tied.
 
-`solve_shape` turns a target parameter count into such a shape under a named, frozen
-`ShapeRecipe` (aspect ratio, head size, width and d_ff rounding); `make_config` applies the
-recipe to a given width and depth. Parameter counts themselves live in `scaling.flops`.
+`solve_shape` turns a target parameter count into such a shape under a named, frozen recipe:
+a `ShapeRecipe` searches every (width, depth) for the closest count (the "solver"), a
+`LadderRecipe` has one dial, depth, with width = aspect x depth rounded to the head size
+(the "ladder": sizes along a grid are monotone in depth and width). `make_config` applies a
+recipe to a given width and depth; `shape_recipe` looks one up by kind and aspect. Parameter
+counts themselves live in `scaling.flops`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass
 
 MLP_KINDS = ("swiglu", "gelu")
+PARAMETERIZATIONS = ("sp", "mup")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,10 @@ class ModelConfig:
     mlp: str = "swiglu"
     tie_embeddings: bool = True
     qk_norm: bool = False
+    # "sp" (standard) or "mup" (see scaling.model: output multiplier, attention 1/head_dim,
+    # per-group Adam learning rates), which needs the width the base lr was tuned at.
+    parameterization: str = "sp"
+    base_width: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "d_ff"):
@@ -40,13 +48,35 @@ class ModelConfig:
                 raise ValueError(f"model.{name}: expected a positive integer, got {value!r}")
         if self.mlp not in MLP_KINDS:
             raise ValueError(f"model.mlp: expected one of {', '.join(MLP_KINDS)}, got {self.mlp!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"model.parameterization: expected one of "
+                             f"{', '.join(PARAMETERIZATIONS)}, got {self.parameterization!r}")
+        if self.parameterization == "mup":
+            b = self.base_width
+            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+                raise ValueError(f"model.base_width: expected a positive integer under mup, got {b!r}")
+        elif self.base_width is not None:
+            raise ValueError("model.base_width: only mup takes a base width")
+
+    @property
+    def width_mult(self) -> float:
+        """d_model / base_width under muP (1 under the standard parameterisation)."""
+        return self.d_model / self.base_width if self.parameterization == "mup" else 1.0
 
     @property
     def d_attn(self) -> int:
         return self.n_heads * self.head_dim
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return drop_default_parameterization(asdict(self))
+
+
+def drop_default_parameterization(d: dict) -> dict:
+    """The model dict without the parameterisation fields when they are the standard
+    default, so configs (and run-name digests) from before muP existed stay the same."""
+    if d.get("parameterization") == "sp" and d.get("base_width") is None:
+        d = {k: v for k, v in d.items() if k not in ("parameterization", "base_width")}
+    return d
 
 
 # --------------------------------------------------------------------------------------
@@ -137,7 +167,63 @@ class ShapeRecipe:
         return out
 
 
-DEFAULT_RECIPE = ShapeRecipe()
+SOLVER_RECIPE = ShapeRecipe()
+
+
+@dataclass(frozen=True)
+class LadderRecipe(ShapeRecipe):
+    """One dial: depth. d_model = `ladder_aspect` x n_layers, rounded up to a multiple of its
+    head_dim (the `ShapeRecipe` head rule: 64 from d_model 256 up, else a power of two
+    <= d_model / 4, at least 8); heads = d_model / head_dim; d_ff by the `ShapeRecipe` rule.
+
+    As in nanochat (`--depth` sets everything, width = 64 x depth) and the Pythia / OLMo
+    ladders, every size of a study has the same aspect ratio, so depth and width grow
+    together along a grid and an IsoFLOP curve compares models that differ in size only.
+    A target parameter count gets the depth whose count is nearest in log; the grid's
+    tokens absorb the miss (C / flops_per_token), so the FLOP budget is still met to 1%.
+    The price is coarse sizes where depth is small: consecutive depths differ by
+    ((L+1)/L)^3 in non-embedding parameters, so a grid of many sizes over a narrow span
+    at depth < 10 repeats depths (the grid drops repeats and says so).
+
+    Aspect: 64 is nanochat's and GPT-2/3 small's; byte-level models of 1e3-1e6 parameters
+    need a small one (depth 1 at aspect 64 is already 65K parameters with 256 bytes), and
+    8 gives the demo's budgets 5 distinct depths each (see BENCHMARKS.md, shape recipes).
+    """
+
+    name: str = "depth-ladder-a64-v1"
+    ladder_aspect: float = 64.0
+
+    def width_for_depth(self, n_layers: int) -> int:
+        raw = max(self.min_head_dim, math.ceil(self.ladder_aspect * n_layers))
+        width = -(-raw // self.head_dim_for(raw)) * self.head_dim_for(raw)
+        while width % self.head_dim_for(width):  # MECHANICS: a crossed head-size threshold
+            width += self.head_dim_for(raw)
+        return width
+
+
+SHAPE_KINDS = ("ladder", "solver")
+DEFAULT_LADDER_ASPECT = 64.0
+
+
+def shape_recipe(kind: str, aspect_ratio: float | None = None) -> ShapeRecipe:
+    """The named recipe of a kind: "solver" (the exact-count search, no aspect option) or
+    "ladder" at `aspect_ratio` (64 when None), named `depth-ladder-a<aspect>-v1`."""
+    from scaling.errors import UserError
+
+    if kind == "solver":
+        if aspect_ratio is not None:
+            raise UserError("model.aspect_ratio: only the ladder recipe takes one "
+                            "(the solver's aspect target grows with size)")
+        return SOLVER_RECIPE
+    if kind != "ladder":
+        raise UserError(f"model.shape: expected one of {', '.join(SHAPE_KINDS)}, got {kind!r}")
+    aspect = DEFAULT_LADDER_ASPECT if aspect_ratio is None else float(aspect_ratio)
+    if not (math.isfinite(aspect) and 1 <= aspect <= 1024):
+        raise UserError(f"model.aspect_ratio: expected a number in [1, 1024], got {aspect_ratio!r}")
+    return LadderRecipe(name=f"depth-ladder-a{aspect:g}-v1", ladder_aspect=aspect)
+
+
+DEFAULT_RECIPE = SOLVER_RECIPE
 
 
 @dataclass(frozen=True)
@@ -175,7 +261,7 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
     or above MAX_TARGET_PARAMS.
     """
     from scaling.errors import UserError, positive_number
-    from scaling.flops import mlp_matrices, param_counts
+    from scaling.flops import mlp_matrices
 
     target = positive_number(target_params, "target_params")
     if target > MAX_TARGET_PARAMS:
@@ -198,6 +284,12 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
         hd = recipe.head_dim_for(d)
         per_layer = 4 * d * d + n_mats * d * recipe.d_ff_for(d, mlp) + 2 * d + qk * hd
         return embed_factor * vocab_size * d + d, per_layer
+
+    if isinstance(recipe, LadderRecipe):
+        d_model, n_layers = _ladder_choice(recipe, target, fixed_and_per_layer, params_kind,
+                                           vocab_size)
+        return _solved(d_model, n_layers, target, vocab_size, seq_len, params_kind, mlp,
+                       tie_embeddings, qk_norm, recipe)
 
     lo_aspect, hi_aspect = recipe.aspect_bounds
     # Widths past the one where even the thinnest allowed stack overshoots cannot help.
@@ -230,6 +322,38 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
             f"{vocab_size} ({smallest} {params_kind} parameters at d_model="
             f"{recipe.min_head_dim}, one layer)")
     _, _, d_model, n_layers = min(candidates)
+    return _solved(d_model, n_layers, target, vocab_size, seq_len, params_kind, mlp,
+                   tie_embeddings, qk_norm, recipe)
+
+
+def _ladder_choice(recipe: LadderRecipe, target: float, fixed_and_per_layer, params_kind: str,
+                   vocab_size: int) -> tuple[int, int]:
+    """RECIPE: the depth whose count is nearest the target in log (counts grow with depth)."""
+    from scaling.errors import UserError
+
+    def count(n_layers: int) -> int:
+        fixed, per_layer = fixed_and_per_layer(recipe.width_for_depth(n_layers))
+        return fixed + n_layers * per_layer
+
+    smallest = count(1)
+    if target < smallest * (1 - recipe.param_tolerance):
+        raise UserError(
+            f"target_params: {target:.4g} is below the smallest model of {recipe.name} for "
+            f"vocab_size={vocab_size} ({smallest} {params_kind} parameters at depth 1, "
+            f"d_model={recipe.width_for_depth(1)})")
+    n_layers = 1
+    while n_layers < recipe.max_layers and count(n_layers + 1) <= target:
+        n_layers += 1
+    if n_layers < recipe.max_layers and (math.log(count(n_layers + 1) / target)
+                                         < math.log(target / count(n_layers))):
+        n_layers += 1
+    return recipe.width_for_depth(n_layers), n_layers
+
+
+def _solved(d_model: int, n_layers: int, target: float, vocab_size: int, seq_len: int,
+            params_kind: str, mlp: str, tie_embeddings: bool, qk_norm: bool,
+            recipe: ShapeRecipe) -> SolvedShape:
+    from scaling.flops import param_counts
 
     cfg = make_config(d_model, n_layers, vocab_size, seq_len, mlp=mlp,
                       tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)

@@ -110,6 +110,12 @@ def build_optimizer(cfg: RunConfig, mask) -> optax.GradientTransformation:
     parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
     parts.append(optax.adamw(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps,
                              weight_decay=o.weight_decay, mask=mask))
+    if cfg.model.parameterization != "sp":  # muP's per-group rates (scaling.model)
+        from scaling.model import lr_multipliers
+
+        factors = lr_multipliers(mask, cfg.model)
+        parts.append(optax.stateless(lambda updates, _: jax.tree.map(
+            lambda u, f: u * f, updates, factors)))
     return optax.chain(*parts)
 
 

@@ -21,6 +21,28 @@ produced its points. Two kinds of rule are provided:
 
 Warmup is a fraction of the run's own steps, clamped, so short and long runs of one sweep
 spend the same share of their horizon warming up.
+
+Porian et al. 2024 ("Resolving Discrepancies in Compute-Optimal Scaling of Language
+Models", sections 3-4) trace most of the Kaplan/Chinchilla gap to three settings; each is a
+recipe option (off by default, so existing recipes keep their names and runs), set in the
+spec's ``[optim]`` table like the clamps, and marked in the recipe name that config.json
+records (the values themselves land in its ``optim`` and ``schedule``):
+
+``warmup_tokens_per_param = k``
+    warmup bounded by k x N tokens (N: total parameters; Porian use k = 1): a 5K-parameter
+    model does not spend 5% of 10K steps warming up when 10 steps would do.
+``beta2_ref_tokens = T`` (with ``beta2_ref``, default 0.95)
+    AdamW beta2 by batch size, keeping the second-moment average's horizon fixed in tokens:
+    ``beta2 = beta2_ref ** (batch_tokens / T)``, clamped to [beta2_min, beta2_max]. Porian
+    find beta2 = 0.95 costly at small batches (<= ~100K tokens) and 0.99-0.999 right there;
+    with T = 524288 (256 x 2048) this gives 0.95 at 512K tokens per step, 0.994 at 64K, 0.999
+    (the clamp) below ~10K.
+``wd_timescale = tau``
+    weight decay as an AdamW timescale (Wang & Aitchison 2024; Porian section 4.3 keep
+    decay's effect comparable across horizons): the EMA timescale of AdamW's weights,
+    1 / (lr x wd) steps, is held at a fraction tau of the run, so
+    ``wd = 1 / (tau x lr x n_steps)``, clamped to [0, wd_max]. (lr 1e-2, wd 0.1 over 11K
+    steps is tau = 0.09; lr 3e-4, wd 0.1 over 100K steps is tau = 0.33.)
 """
 
 from __future__ import annotations
@@ -60,6 +82,19 @@ class Recipe:
     warmup_min: int = 1
     warmup_max: int = 2000
     weight_decay: float = 0.1
+    """AdamW's decoupled decay (matrices only); the spec's optim.weight_decay wins over it."""
+    warmup_tokens_per_param: float | None = None
+    """Porian: warmup at most this many tokens per (total) parameter; None: no bound."""
+    beta2: float = 0.95
+    """AdamW beta2 when beta2_ref_tokens is None (the spec's optim.beta2 wins over both)."""
+    beta2_ref: float = 0.95
+    beta2_ref_tokens: float | None = None
+    """Porian: beta2 = beta2_ref ** (batch_tokens / beta2_ref_tokens); None: fixed beta2."""
+    beta2_min: float = 0.9
+    beta2_max: float = 0.999
+    wd_timescale: float | None = None
+    """AdamW timescale 1 / (lr wd) as a fraction of the run's steps; None: fixed weight_decay."""
+    wd_max: float = 1.0
 
     def lr(self, flops: float, d_model: int | None = None) -> float:
         """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]."""
@@ -81,12 +116,33 @@ class Recipe:
             n = round(sequences)
         return int(min(max(n, self.batch_min), self.batch_max))
 
-    def warmup_steps(self, n_steps: int) -> int:
-        """Warmup steps for a run of ``n_steps``: a fixed share of the run, clamped, and never
-        more than half of it."""
+    def warmup_steps(self, n_steps: int, *, n_params: int | None = None,
+                     batch_tokens: int | None = None) -> int:
+        """Warmup steps for a run of ``n_steps``: a fixed share of the run, clamped, at most
+        ``warmup_tokens_per_param * n_params`` tokens when that bound is set (it needs
+        ``n_params`` and ``batch_tokens``, tokens per step), and never more than half of it."""
         w = round(self.warmup_frac * n_steps)
         w = min(max(w, self.warmup_min), self.warmup_max)
+        if self.warmup_tokens_per_param is not None:
+            if n_params is None or batch_tokens is None:
+                raise ValueError("warmup_steps: warmup_tokens_per_param needs n_params and "
+                                 "batch_tokens")
+            w = min(w, max(1, math.ceil(self.warmup_tokens_per_param * n_params / batch_tokens)))
         return int(max(0, min(w, n_steps // 2)))
+
+    def beta2_for(self, batch_tokens: float) -> float:
+        """AdamW beta2 for ``batch_tokens`` tokens per step (fixed unless beta2_ref_tokens)."""
+        if self.beta2_ref_tokens is None:
+            return float(self.beta2)
+        b = self.beta2_ref ** (batch_tokens / self.beta2_ref_tokens)
+        return float(min(max(b, self.beta2_min), self.beta2_max))
+
+    def weight_decay_for(self, lr: float, n_steps: int) -> float:
+        """AdamW weight decay for a run of ``n_steps`` at peak ``lr`` (fixed unless
+        wd_timescale: then 1 / (wd_timescale * lr * n_steps), clamped to [0, wd_max])."""
+        if self.wd_timescale is None:
+            return float(self.weight_decay)
+        return float(min(1.0 / (self.wd_timescale * lr * max(n_steps, 1)), self.wd_max))
 
 
 DEEPSEEK = Recipe(
@@ -111,7 +167,9 @@ CONSTANT = Recipe(
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DEEPSEEK, TINY_BYTES, CONSTANT)}
 OVERRIDABLE = ("lr_min", "lr_max", "batch_min", "batch_max", "batch_pow2", "warmup_frac",
-               "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref")
+               "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref",
+               "warmup_tokens_per_param", "beta2_ref", "beta2_ref_tokens", "beta2_min",
+               "beta2_max", "wd_timescale", "wd_max")
 
 
 def get_recipe(name: str, where: str = "optim.recipe") -> Recipe:

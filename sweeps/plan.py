@@ -10,7 +10,7 @@ same shape share one stable phase (see `wsd_groups`) and the plan reports the FL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scaling.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig
 from scaling.errors import UserError
@@ -79,7 +79,7 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
         kwargs = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
-                      qk_norm=spec.model.qk_norm)
+                      qk_norm=spec.model.qk_norm, recipe=spec.model.shape_recipe)
         if spec.grid.params is not None:
             kwargs.pop("tokens_per_param")
             try:
@@ -115,18 +115,27 @@ def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: in
     n_steps = p.n_tokens // (batch * spec.data.seq_len)
     lr, _ = hparams.choose(recipe, p.budget, spec.data.seq_len, d_model=p.config.d_model,
                            lr=spec.optim.lr, batch_size=batch)
+    batch_tokens = batch * spec.data.seq_len
     warmup = (spec.schedule.warmup_steps if spec.schedule.warmup_steps is not None
-              else recipe.warmup_steps(n_steps))
+              else recipe.warmup_steps(n_steps, n_params=p.n_params, batch_tokens=batch_tokens))
     warmup = min(warmup, n_steps)
+    # explicit spec values win over the recipe's rules (as lr and batch_size do)
+    weight_decay = (spec.optim.weight_decay if spec.optim.weight_decay is not None
+                    else recipe.weight_decay_for(lr, n_steps))
+    beta2 = spec.optim.beta2 if spec.optim.beta2 is not None else recipe.beta2_for(batch_tokens)
     sched = ScheduleConfig(kind=spec.schedule.kind, warmup_steps=warmup,
                            final_lr_frac=spec.schedule.final_lr_frac,
                            decay_frac=spec.schedule.decay_frac)
-    optim = OptimConfig(lr=lr, weight_decay=spec.optim.weight_decay, beta1=spec.optim.beta1,
-                        beta2=spec.optim.beta2, grad_clip=spec.optim.grad_clip,
+    optim = OptimConfig(lr=lr, weight_decay=weight_decay, beta1=spec.optim.beta1,
+                        beta2=beta2, grad_clip=spec.optim.grad_clip,
                         z_loss=spec.optim.z_loss)
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
                       eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs)
-    cfg = RunConfig(model=p.config, data=data, optim=optim, schedule=sched, batch_size=batch,
+    model = p.config
+    if spec.model.parameterization != "sp":
+        model = replace(model, parameterization=spec.model.parameterization,
+                        base_width=spec.model.base_width)
+    cfg = RunConfig(model=model, data=data, optim=optim, schedule=sched, batch_size=batch,
                     grad_accum=spec.train.grad_accum, n_steps=n_steps, seed=seed,
                     eval_every=spec.train.eval_every, log_every=spec.train.log_every,
                     checkpoint_every=spec.train.checkpoint_every, sweep=spec.name,
@@ -143,7 +152,6 @@ def share_stable_phases(runs: list[PlannedConfig]) -> list[PlannedConfig]:
     Groups form when a shape recurs across budgets with the same lr and batch: explicit
     `grid.params` with a recipe whose lr and batch do not depend on C (or fixed lr/batch).
     """
-    from dataclasses import replace
 
     from scaling.schedules import branch_schedule
 

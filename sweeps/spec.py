@@ -24,6 +24,10 @@ Example (every table optional except ``budgets``)::
     mlp = "swiglu"               # swiglu | gelu
     tie_embeddings = true
     qk_norm = false
+    shape = "solver"             # solver (exact counts) | ladder (one dial: depth)
+    # aspect_ratio = 8.0         # ladder only: d_model / n_layers (default 64)
+    parameterization = "sp"      # sp | mup (lr transfers across width; scaling.model)
+    # base_width = 64            # mup only: the width where mup equals sp
 
     [budgets]
     values = [1e11, 3e11, 1e12]  # or: min = 1e11, max = 1e12, count = 3 (log-spaced)
@@ -44,7 +48,9 @@ Example (every table optional except ``budgets``)::
     [optim]
     recipe = "deepseek"          # see sweeps.hparams (deepseek | tiny-bytes | constant)
     # lr = 1e-2; batch_size = 4  # fixed values win over the recipe
-    weight_decay = 0.1
+    # weight_decay = 0.1; beta2 = 0.95  # likewise (default: the recipe's, 0.1 and 0.95)
+    # warmup_tokens_per_param = 1.0     # Porian et al. 2024 options, see sweeps.hparams
+    # beta2_ref_tokens = 524288; wd_timescale = 0.2
 
     [train]
     log_every = 10
@@ -66,7 +72,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +80,7 @@ from scaling.errors import UserError
 
 CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
 MAX_BUDGET = 1e30
+DEFAULT_MUP_BASE_WIDTH = 64
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -94,6 +101,17 @@ class ModelSpec:
     mlp: str = "swiglu"
     tie_embeddings: bool = True
     qk_norm: bool = False
+    shape: str = "solver"  # scaling.shapes.SHAPE_KINDS
+    aspect_ratio: float | None = None  # ladder only; None: scaling.shapes.DEFAULT_LADDER_ASPECT
+    parameterization: str = "sp"  # sp | mup (scaling.model)
+    base_width: int | None = None  # mup only: the d_model the lr was tuned at (default 64)
+
+    @property
+    def shape_recipe(self):
+        """The scaling.shapes recipe these fields name (its .name goes into every run)."""
+        from scaling.shapes import shape_recipe
+
+        return shape_recipe(self.shape, self.aspect_ratio)
 
 
 @dataclass(frozen=True)
@@ -119,9 +137,9 @@ class OptimSpec:
     recipe: str = "deepseek"
     lr: float | None = None
     batch_size: int | None = None
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # None: the recipe's (sweeps.hparams.Recipe.weight_decay_for)
     beta1: float = 0.9
-    beta2: float = 0.95
+    beta2: float | None = None  # None: the recipe's (sweeps.hparams.Recipe.beta2_for)
     grad_clip: float = 1.0
     z_loss: float = 0.0
     overrides: tuple[tuple[str, Any], ...] = ()  # recipe clamps (sweeps.hparams.OVERRIDABLE)
@@ -403,10 +421,21 @@ def _data(t: _Fields) -> DataSpec:
 
 
 def _model(t: _Fields) -> ModelSpec:
+    from scaling.shapes import PARAMETERIZATIONS, SHAPE_KINDS
+
     out = ModelSpec(mlp=t.str("mlp", "swiglu", ("swiglu", "gelu")),
                     tie_embeddings=t.bool("tie_embeddings", True),
-                    qk_norm=t.bool("qk_norm", False))
+                    qk_norm=t.bool("qk_norm", False),
+                    shape=t.str("shape", "solver", SHAPE_KINDS),
+                    aspect_ratio=t.float("aspect_ratio", None, lo=1.0, hi=1024.0),
+                    parameterization=t.str("parameterization", "sp", PARAMETERIZATIONS),
+                    base_width=t.int("base_width", None, lo=1))
+    if out.parameterization == "mup" and out.base_width is None:
+        out = replace(out, base_width=DEFAULT_MUP_BASE_WIDTH)
+    if out.parameterization == "sp" and out.base_width is not None:
+        raise UserError("model.base_width: only parameterization = \"mup\" takes a base width")
     t.done()
+    out.shape_recipe  # noqa: B018  (validates shape with aspect_ratio now)
     return out
 
 
@@ -498,7 +527,7 @@ def _optim(t: _Fields) -> OptimSpec:
     hparams.get_recipe(recipe)
     overrides = {}
     for key in hparams.OVERRIDABLE:
-        if key == "weight_decay" or not t.has(key):
+        if key == "weight_decay" or not t.has(key):  # weight_decay: a spec field, below
             continue
         value = t.get(key)
         default = getattr(hparams.DEEPSEEK, key)
@@ -509,15 +538,17 @@ def _optim(t: _Fields) -> OptimSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"optim.{key}: expected an integer >= 0, got {_show(value)}")
         else:
-            value = _number(value, f"optim.{key}", lo=0)
+            fraction = key in ("beta2_ref", "beta2_min", "beta2_max")
+            value = _number(value, f"optim.{key}", lo=0, hi=1.0 if fraction else None,
+                            lo_open=key in ("wd_timescale", "beta2_ref_tokens"))
         overrides[key] = value
     out = OptimSpec(
         recipe=recipe,
         lr=t.float("lr", None, lo=0, lo_open=True),
         batch_size=t.int("batch_size", None, lo=1),
-        weight_decay=t.float("weight_decay", 0.1, lo=0),
+        weight_decay=t.float("weight_decay", None, lo=0),
         beta1=t.float("beta1", 0.9, lo=0, hi=1),
-        beta2=t.float("beta2", 0.95, lo=0, hi=1),
+        beta2=t.float("beta2", None, lo=0, hi=1),
         grad_clip=t.float("grad_clip", 1.0, lo=0),
         z_loss=t.float("z_loss", 0.0, lo=0),
         overrides=tuple(sorted(overrides.items())),

@@ -54,10 +54,13 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
         raise UserError(f"--runs-dir: cannot create {runs_dir} ({e.strerror or e})") from None
     runs.claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
     plan = plan or plan_sweep(spec)
+    shape_recipe = spec.model.shape_recipe.name
     dirs = []
     for r in plan.runs:
         try:
             run_dir = runs.init_run_dir(runs_dir, r.config, recipe=r.recipe)
+            if runs.read_config_json(run_dir).get("shape_recipe") != shape_recipe:
+                runs.update_config_fields(run_dir, shape_recipe=shape_recipe)
             if r.branch_of or r.keep_steps:
                 wsd = ({"branch_of": r.branch_of, "branch_step": r.branch_step} if r.branch_of
                        else {"keep_steps": list(r.keep_steps)})
