@@ -18,6 +18,10 @@ produced its points. Two kinds of rule are provided:
     whatever the budget. Use it for demos where a fixed batch keeps steps comparable.
 ``constant``
     Whatever lr and batch the spec states (overrides are required).
+``fitted:<sweep>``
+    The lr law lr*(N, D) that spec `<sweep>`'s ``[tune]`` block fitted (sweeps.tune), found at
+    ``$SCALING_RUNS_DIR/<sweep>-tune/lr_law.json`` (default runs dir ``runs``); batch and
+    warmup as the recipe that tuning used.
 
 Warmup is a fraction of the run's own steps, clamped, so short and long runs of one sweep
 spend the same share of their horizon warming up.
@@ -96,8 +100,10 @@ class Recipe:
     """AdamW timescale 1 / (lr wd) as a fraction of the run's steps; None: fixed weight_decay."""
     wd_max: float = 1.0
 
-    def lr(self, flops: float, d_model: int | None = None) -> float:
-        """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]."""
+    def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
+           n_tokens: float | None = None) -> float:
+        """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]
+        (``n_params`` and ``n_tokens`` serve fitted laws, see `FittedRecipe`)."""
         raw = self.lr_coef * flops ** self.lr_exp
         if d_model is not None and self.lr_width_exp:
             raw *= (self.lr_width_ref / d_model) ** self.lr_width_exp
@@ -166,13 +172,65 @@ CONSTANT = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DEEPSEEK, TINY_BYTES, CONSTANT)}
+FITTED_PREFIX = "fitted:"
+RUNS_DIR_ENV = "SCALING_RUNS_DIR"  # where "fitted:<sweep>" laws are found (default ./runs)
+
+
+@dataclass(frozen=True)
+class FittedRecipe(Recipe):
+    """A base recipe whose lr is a law fitted by a `[tune]` block (sweeps.tune):
+    lr = law_coef * N**law_n_exp * D**law_d_exp (N total parameters, D tokens of the run),
+    clamped as usual; batch, warmup and the Porian options stay the base recipe's."""
+
+    law_coef: float = 0.0
+    law_n_exp: float = 0.0
+    law_d_exp: float = 0.0
+
+    def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
+           n_tokens: float | None = None) -> float:
+        if n_params is None or n_tokens is None:  # a budget-level call (for the batch):
+            return super().lr(flops, d_model)   # the base rule; runs always pass N and D
+        raw = self.law_coef * n_params ** self.law_n_exp * n_tokens ** self.law_d_exp
+        return float(min(max(raw, self.lr_min), self.lr_max))
+
+
+def law_path(sweep: str, runs_dir=None):
+    """Where the tune block of spec `sweep` saves its law: <runs_dir>/<sweep>-tune/lr_law.json."""
+    import os
+    from pathlib import Path
+
+    root = Path(runs_dir if runs_dir is not None else os.environ.get(RUNS_DIR_ENV, "runs"))
+    return root / f"{sweep}-tune" / "lr_law.json"
+
+
+def fitted_recipe(sweep: str, where: str = "optim.recipe", runs_dir=None) -> FittedRecipe:
+    from dataclasses import asdict
+
+    from analysis.lr_law import LrLaw
+    from scaling.fileio import read_json_object
+
+    path = law_path(sweep, runs_dir)
+    if not path.is_file():
+        raise UserError(f"{where}: no fitted lr law for sweep {sweep!r} at {path} (run the "
+                        f"spec with its [tune] block first; ${RUNS_DIR_ENV} sets the runs dir)")
+    law = LrLaw.from_dict(read_json_object(path))
+    base = get_recipe(law.base_recipe, where)
+    fields_ = {k: v for k, v in asdict(base).items() if k not in ("name", "description")}
+    return FittedRecipe(**fields_, name=f"{FITTED_PREFIX}{sweep}",
+                        description=f"lr = {law.coef:.4g} N^{law.n_exp:.3f} D^{law.d_exp:.3f} "
+                                    f"(fitted by {sweep}'s [tune]); batch as {base.name}",
+                        law_coef=law.coef, law_n_exp=law.n_exp, law_d_exp=law.d_exp)
 OVERRIDABLE = ("lr_min", "lr_max", "batch_min", "batch_max", "batch_pow2", "warmup_frac",
                "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref",
                "warmup_tokens_per_param", "beta2_ref", "beta2_ref_tokens", "beta2_min",
                "beta2_max", "wd_timescale", "wd_max")
 
 
-def get_recipe(name: str, where: str = "optim.recipe") -> Recipe:
+def get_recipe(name: str, where: str = "optim.recipe", runs_dir=None) -> Recipe:
+    """A named recipe; "fitted:<sweep>" is read from `runs_dir` (default $SCALING_RUNS_DIR,
+    else ./runs)."""
+    if isinstance(name, str) and name.startswith(FITTED_PREFIX):
+        return fitted_recipe(name[len(FITTED_PREFIX):], where, runs_dir)
     try:
         return RECIPES[name]
     except KeyError:
@@ -195,8 +253,10 @@ def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "opti
 
 
 def choose(recipe: Recipe, flops: float, seq_len: int, *, d_model: int | None = None,
-           lr: float | None = None, batch_size: int | None = None) -> tuple[float, int]:
+           lr: float | None = None, batch_size: int | None = None,
+           n_params: float | None = None, n_tokens: float | None = None) -> tuple[float, int]:
     """(lr, batch_size) for a run of ``flops`` FLOPs; explicit values win over the rule."""
-    chosen_lr = recipe.lr(flops, d_model) if lr is None else float(lr)
+    chosen_lr = (recipe.lr(flops, d_model, n_params=n_params, n_tokens=n_tokens)
+                 if lr is None else float(lr))
     chosen_batch = recipe.batch_size(flops, seq_len) if batch_size is None else int(batch_size)
     return chosen_lr, chosen_batch

@@ -62,13 +62,13 @@ class SweepPlan:
 
 
 def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
-               check: bool = True) -> SweepPlan:
+               check: bool = True, runs_dir=None) -> SweepPlan:
     """Plan every run of `spec`. `centers` maps a budget to a centre size (re-centring on an
     earlier fit); other budgets use the Chinchilla prior. Raises UserError when a design
     check refuses the plan (see sweeps.checks)."""
     from sweeps.grid import plan_budget_full, plan_sizes
 
-    recipe = hparams.with_overrides(hparams.get_recipe(spec.optim.recipe),
+    recipe = hparams.with_overrides(hparams.get_recipe(spec.optim.recipe, runs_dir=runs_dir),
                                     dict(spec.optim.overrides))
     seq_len = spec.data.seq_len
     vocab = spec.vocab_size
@@ -114,7 +114,8 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
 def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int) -> PlannedConfig:
     n_steps = p.n_tokens // (batch * spec.data.seq_len)
     lr, _ = hparams.choose(recipe, p.budget, spec.data.seq_len, d_model=p.config.d_model,
-                           lr=spec.optim.lr, batch_size=batch)
+                           lr=spec.optim.lr, batch_size=batch, n_params=p.n_params,
+                           n_tokens=p.n_tokens)
     batch_tokens = batch * spec.data.seq_len
     warmup = (spec.schedule.warmup_steps if spec.schedule.warmup_steps is not None
               else recipe.warmup_steps(n_steps, n_params=p.n_params, batch_tokens=batch_tokens))

@@ -65,6 +65,11 @@ Example (every table optional except ``budgets``)::
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
+
+    [tune]                       # optional: fit lr*(N, D) first (sweeps.tune); then
+    cells = [[1e4, 20], [3e4, 20], [1e4, 80]]   # optim.recipe = "fitted:<name>" uses it
+    lr_multipliers = [0.25, 0.5, 1, 2, 4]       # x the recipe's lr for each cell
+    bootstrap = 200
 """
 
 from __future__ import annotations
@@ -146,6 +151,17 @@ class OptimSpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """A learning-rate tuning block (sweeps.tune): each cell (target N, tokens per parameter)
+    is trained at base lr x each multiplier; the fitted law becomes recipe "fitted:<name>"."""
+
+    cells: tuple[tuple[float, float], ...] = ()
+    lr_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    bootstrap: int = 200
+    level: float = 0.8
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     log_every: int = 10
     eval_every: int = 0
@@ -191,11 +207,14 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    tune: TuneSpec | None = None
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("path")
+        if d["tune"] is None:  # specs without a [tune] block keep their digest
+            d.pop("tune")
         d["optim"]["overrides"] = dict(self.optim.overrides)
         return d
 
@@ -377,10 +396,12 @@ def parse_spec(d: dict) -> SweepSpec:
     train = _train(top.table("train"))
     checks = _checks(top.table("checks"))
     launcher = _launcher(top.table("launcher"))
+    tune = _tune(top.table("tune")) if top.has("tune") else None
+    top.used.add("tune")
     top.done()
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, data=data,
                      model=model, grid=grid, schedule=schedule, optim=optim, train=train,
-                     checks=checks, launcher=launcher)
+                     checks=checks, launcher=launcher, tune=tune)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
     return spec
 
@@ -524,7 +545,12 @@ def _optim(t: _Fields) -> OptimSpec:
     from sweeps import hparams
 
     recipe = t.str("recipe", "deepseek")
-    hparams.get_recipe(recipe)
+    if recipe.startswith(hparams.FITTED_PREFIX):  # resolved when planning (the law may not
+        sweep = recipe[len(hparams.FITTED_PREFIX):]  # exist yet: this spec's [tune] fits it)
+        if not sweep or not set(sweep) <= NAME_CHARS or sweep.startswith("."):
+            raise UserError(f"optim.recipe: expected fitted:<sweep name>, got {recipe!r}")
+    else:
+        hparams.get_recipe(recipe)
     overrides = {}
     for key in hparams.OVERRIDABLE:
         if key == "weight_decay" or not t.has(key):  # weight_decay: a spec field, below
@@ -553,6 +579,35 @@ def _optim(t: _Fields) -> OptimSpec:
         z_loss=t.float("z_loss", 0.0, lo=0),
         overrides=tuple(sorted(overrides.items())),
     )
+    t.done()
+    return out
+
+
+def _tune(t: _Fields) -> TuneSpec:
+    cells = t.get("cells")
+    if not isinstance(cells, list) or not cells:
+        raise UserError(f"tune.cells: expected a non-empty list of [n_params, tokens_per_param] "
+                        f"pairs, got {_show(cells)}")
+    out_cells = []
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, list) or len(cell) != 2:
+            raise UserError(f"tune.cells[{i}]: expected [n_params, tokens_per_param], "
+                            f"got {_show(cell)}")
+        out_cells.append((_number(cell[0], f"tune.cells[{i}][0]", lo=1),
+                          _number(cell[1], f"tune.cells[{i}][1]", lo=0, lo_open=True)))
+    mults = t.get("lr_multipliers", list(TuneSpec.lr_multipliers))
+    if not isinstance(mults, list) or len(mults) < 3:
+        raise UserError(f"tune.lr_multipliers: expected a list of >= 3 positive numbers, "
+                        f"got {_show(mults)}")
+    mults = sorted(_number(m, f"tune.lr_multipliers[{i}]", lo=0, lo_open=True)
+                   for i, m in enumerate(mults))
+    if len(set(mults)) != len(mults):
+        raise UserError("tune.lr_multipliers: expected distinct values")
+    out = TuneSpec(cells=tuple(out_cells), lr_multipliers=tuple(mults),
+                   bootstrap=t.int("bootstrap", 200, lo=0, hi=100_000),
+                   level=t.float("level", 0.8, lo=0, hi=1, lo_open=True))
+    if out.level >= 1:
+        raise UserError(f"tune.level: expected a fraction in (0, 1), got {out.level}")
     t.done()
     return out
 

@@ -120,13 +120,18 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
         import json
 
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
+    if spec.tune is not None:  # the lr law first: optim.recipe "fitted:<name>" may need it
+        from sweeps.tune import run_tune
+
+        run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd, on_update=on_update,
+                 force=force)
     stages = [spec.budgets] if spec.grid.center != "fit" else [(b,) for b in spec.budgets]
     states: dict[Path, str] = {}
     all_dirs: list[Path] = []
     stage_plans: list[SweepPlan] = []
     for i, stage in enumerate(stages):
         centers = fit_centers(spec, runs_dir) if spec.grid.center == "fit" and i else None
-        plan = plan_sweep(spec, centers=centers)
+        plan = plan_sweep(spec, centers=centers, runs_dir=runs_dir)
         if len(stages) > 1:
             plan = SweepPlan(spec=spec, runs=tuple(r for r in plan.runs if r.config.budget in stage),
                              dropped=plan.dropped, findings=plan.findings)

@@ -88,3 +88,24 @@ def test_recipe_lookup():
         shape_recipe("solver", 8.0)
     with pytest.raises(UserError, match="model.shape: expected one of"):
         shape_recipe("cube")
+
+
+def test_scaling_plan_of_the_gpu_example_has_monotone_depths(capsys, tmp_path):
+    """`scaling plan examples/gpu-1e18.toml`: the solver gave depths 11, 6, 12, 12, 11, 16,
+    15 along 3.16e17 (issue 15); the ladder's rise with size along every budget."""
+    import json
+    from pathlib import Path
+
+    from scaling_cli.main import main
+
+    spec = Path(__file__).resolve().parents[2] / "examples" / "gpu-1e18.toml"
+    assert main(["plan", str(spec), "--runs-dir", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    budgets = sorted({r["budget"] for r in rows})
+    assert len(budgets) == 5
+    for budget in budgets:
+        runs = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["n_params"])
+        depths = [r["n_layers"] for r in runs]
+        assert len(depths) >= 5 and depths == sorted(set(depths)), (budget, depths)
+        assert [r["d_model"] for r in runs] == [64 * d for d in depths]
+        assert all(abs(r["flops"] / budget - 1) <= 0.01 for r in runs)
