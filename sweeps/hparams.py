@@ -52,10 +52,14 @@ records (the values themselves land in its ``optim`` and ``schedule``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+from analysis.lr_law import LrLaw
 from scaling.errors import UserError
+from scaling.fileio import read_json_object
 
 
 @dataclass(frozen=True)
@@ -194,21 +198,13 @@ class FittedRecipe(Recipe):
         return float(min(max(raw, self.lr_min), self.lr_max))
 
 
-def law_path(sweep: str, runs_dir=None):
+def law_path(sweep: str, runs_dir=None) -> Path:
     """Where the tune block of spec `sweep` saves its law: <runs_dir>/<sweep>-tune/lr_law.json."""
-    import os
-    from pathlib import Path
-
     root = Path(runs_dir if runs_dir is not None else os.environ.get(RUNS_DIR_ENV, "runs"))
     return root / f"{sweep}-tune" / "lr_law.json"
 
 
 def fitted_recipe(sweep: str, where: str = "optim.recipe", runs_dir=None) -> FittedRecipe:
-    from dataclasses import asdict
-
-    from analysis.lr_law import LrLaw
-    from scaling.fileio import read_json_object
-
     path = law_path(sweep, runs_dir)
     if not path.is_file():
         raise UserError(f"{where}: no fitted lr law for sweep {sweep!r} at {path} (run the "
