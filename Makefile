@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 UV := $(PYTHON) -m uv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint figures clean
+.PHONY: install demo test test-fast bench lint typecheck figures clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ figures: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The four packages, as configured under [tool.mypy] in pyproject.toml.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -78,16 +78,6 @@ def envelope_matrix(curves: pd.DataFrame, n_levels: int = N_LEVELS) -> EnvelopeM
                           loss_RxC, log_tokens_RxC)
 
 
-def envelope(curves: pd.DataFrame, n_levels: int = N_LEVELS) -> pd.DataFrame:
-    """DataFrame with one row per usable FLOP level: flops, params_opt, tokens_opt, loss_opt,
-    run (the winner)."""
-    em = envelope_matrix(curves, n_levels)
-    k, i = em.winners()
-    return pd.DataFrame({"flops": np.exp(em.log_levels[k]), "params_opt": em.sizes[i],
-                         "tokens_opt": np.exp(em.log_tokens_RxC[i, k]),
-                         "loss_opt": em.loss_RxC[i, k], "run": [em.runs[j] for j in i]})
-
-
 def power_laws_from_envelope(em: EnvelopeMatrix, use_R: np.ndarray | None = None):
     """(a, b, k_params, k_tokens, n_levels) or None when fewer than 2 distinct optima."""
     k, i = em.winners(use_R)
@@ -109,7 +99,7 @@ def fit_approach1(curves: pd.DataFrame, n_levels: int = N_LEVELS) -> PowerLawRes
     a, b, k_params, k_tokens, n_used = fitted
     return PowerLawResult(a=a, b=b, k_params=k_params, k_tokens=k_tokens, n_points=n_used,
                           approach="approach1",
-                          extra={"from": "curves", "n_runs": len(em.runs)})
+                          extra={"from": "curves", "n_runs": len(em.runs)}).checked()
 
 
 def fit_approach1_points(points: pd.DataFrame) -> PowerLawResult:
@@ -122,4 +112,4 @@ def fit_approach1_points(points: pd.DataFrame) -> PowerLawResult:
     k_params, a = weighted_power_law(c, best["params"].to_numpy(float))
     k_tokens, b = weighted_power_law(c, best["tokens"].to_numpy(float))
     return PowerLawResult(a=a, b=b, k_params=k_params, k_tokens=k_tokens, n_points=len(best),
-                          approach="approach1", extra={"from": "final_points"})
+                          approach="approach1", extra={"from": "final_points"}).checked()

@@ -40,50 +40,81 @@ class IsoFlopMinimum:
     curvature_positive: bool
     log_params_se: float  # standard error of ln N* at this budget (NaN when undefined)
     n_points: int
+    coeffs: tuple[float, float, float] | None = None  # (c2, c1, c0) of loss in log10 N
+
+    def loss(self, n_params: Any) -> np.ndarray | None:
+        """The budget's fitted parabola at N; None when it is not convex (nothing to draw)."""
+        if self.coeffs is None or not self.curvature_positive:
+            return None
+        return np.polyval(self.coeffs, np.log10(np.asarray(n_params, dtype=np.float64)))
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["coeffs"] = None if self.coeffs is None else list(self.coeffs)
+        return d
 
 
 @dataclass(frozen=True)
-class PowerLawResult:
-    """N*(C) = k_params C^a and D*(C) = k_tokens C^b (Approaches 1 and 2)."""
+class PowerLaw:
+    """N*(C) = k_params C^a and D*(C) = k_tokens C^b; floats, or arrays with one entry per
+    bootstrap sample (a wild sample's inf k gives inf, which percentiles drop)."""
 
-    a: float
-    b: float
-    k_params: float
-    k_tokens: float
-    n_points: int
-    approach: str
+    a: Any
+    b: Any
+    k_params: Any
+    k_tokens: Any
+
+    def params_opt(self, flops: Any) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.k_params * np.power(np.asarray(flops, dtype=np.float64), self.a)
+
+    def tokens_opt(self, flops: Any) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.k_tokens * np.power(np.asarray(flops, dtype=np.float64), self.b)
+
+    def law(self) -> PowerLaw:
+        return PowerLaw(self.a, self.b, self.k_params, self.k_tokens)
+
+    def column(self) -> PowerLaw:
+        return PowerLaw(*(np.asarray(getattr(self, k), dtype=np.float64)[..., None]
+                          for k in POWER_KEYS))
+
+
+POWER_KEYS = ("a", "b", "k_params", "k_tokens")
+
+
+@dataclass(frozen=True)
+class PowerLawResult(PowerLaw):
+    """A fitted power-law frontier (Approaches 1 and 2); Approach 2 keeps its minima."""
+
+    n_points: int = 0
+    approach: str = ""
+    minima: tuple[IsoFlopMinimum, ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def params(self) -> dict[str, float]:
-        return {"a": self.a, "b": self.b, "k_params": self.k_params, "k_tokens": self.k_tokens}
+        return {k: getattr(self, k) for k in POWER_KEYS}
 
-    def params_opt(self, flops: Any) -> np.ndarray:
-        return self.k_params * np.asarray(flops, dtype=np.float64) ** self.a
-
-    def tokens_opt(self, flops: Any) -> np.ndarray:
-        return self.k_tokens * np.asarray(flops, dtype=np.float64) ** self.b
-
-    predict = params_opt  # sklearn-like: the fitted quantity is N*(C)
+    @property
+    def n_unbracketed(self) -> int:
+        return sum(not m.bracketed for m in self.minima)
 
     def to_dict(self) -> dict:
-        d = {"a": self.a, "b": self.b, "k_params": self.k_params, "k_tokens": self.k_tokens,
-             "n_points": self.n_points}
+        d = {**self.params, "n_points": self.n_points}
+        if self.minima:
+            d.update(minima=[m.to_dict() for m in self.minima], n_unbracketed=self.n_unbracketed)
         d.update(self.extra)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict, approach: str = "") -> PowerLawResult:
-        core = ("a", "b", "k_params", "k_tokens", "n_points")
-        for k in core[:4]:
-            if d.get(k) is None:
-                raise UserError(f"fit: {approach or 'power law'} is missing {k!r}")
-        return cls(a=d["a"], b=d["b"], k_params=d["k_params"], k_tokens=d["k_tokens"],
-                   n_points=int(d.get("n_points", 0)), approach=approach,
-                   extra={k: v for k, v in d.items() if k not in core})
+    def checked(self) -> PowerLawResult:
+        """Itself, or a UserError when the frontier does not grow with compute."""
+        for name, value in self.params.items():
+            ok = 0 < value < 1 if name in ("a", "b") else math.isfinite(value) and value > 0
+            if not ok:
+                raise UserError(f"{self.approach}: fitted {name} = {value:.3g} is out of its "
+                                "domain: the optima do not grow with compute")
+        return self
 
 
 def weighted_power_law(flops: np.ndarray, values: np.ndarray,
@@ -101,16 +132,21 @@ def weighted_power_law(flops: np.ndarray, values: np.ndarray,
 
 
 def _parabola(x: np.ndarray, y: np.ndarray, w: np.ndarray):
-    """Weighted quadratic fit y = c0 + c1 x + c2 x^2 about x's mean; returns
-    (vertex_x, vertex_y, curvature c2, se of vertex_x or NaN)."""
+    """Weighted quadratic fit y = c0 + c1 u + c2 u^2, u = x - mean(x); returns
+    (vertex_x, vertex_y, curvature c2, se of vertex_x or NaN, (c2, c1, c0) in log10 units
+    when x is a natural log)."""
     xm = x.mean()
     u = x - xm
     X = np.stack([np.ones_like(u), u, u * u], axis=1)
     sw = np.sqrt(w)
     coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
     c0, c1, c2 = coef
+    # x = ln 10 * t: the same parabola in t = log10, expanded about 0 for plotting.
+    k = math.log(10.0)
+    log10_coeffs = (float(c2 * k * k), float((c1 - 2 * c2 * xm) * k),
+                    float(c0 - c1 * xm + c2 * xm * xm))
     if c2 <= 0:
-        return math.nan, math.nan, float(c2), math.nan
+        return math.nan, math.nan, float(c2), math.nan, log10_coeffs
     v = -c1 / (2 * c2)
     se = math.nan
     dof = len(x) - 3
@@ -123,7 +159,7 @@ def _parabola(x: np.ndarray, y: np.ndarray, w: np.ndarray):
             se = float(math.sqrt(max(grad @ cov @ grad, 0.0)))
         except np.linalg.LinAlgError:
             pass
-    return float(v + xm), float(c0 + c1 * v + c2 * v * v), float(c2), se
+    return float(v + xm), float(c0 + c1 * v + c2 * v * v), float(c2), se, log10_coeffs
 
 
 def budget_minimum(budget: float, params: np.ndarray, tokens: np.ndarray, loss: np.ndarray,
@@ -131,8 +167,8 @@ def budget_minimum(budget: float, params: np.ndarray, tokens: np.ndarray, loss: 
     """The IsoFLOP minimum of one budget's runs (>= 3 distinct sizes) and any warnings."""
     w = np.ones(len(loss)) if weight is None else np.asarray(weight, dtype=np.float64)
     log_n, log_d = np.log(params), np.log(tokens)
-    vn, lo, curv, se = _parabola(log_n, loss, w)
-    vd, _, curv_d, _ = _parabola(log_d, loss, w)
+    vn, lo, curv, se, coeffs = _parabola(log_n, loss, w)
+    vd, _, curv_d, _, _ = _parabola(log_d, loss, w)
     i_min = int(np.argmin(loss))
     positive = curv > 0 and curv_d > 0
     notes = []
@@ -148,7 +184,7 @@ def budget_minimum(budget: float, params: np.ndarray, tokens: np.ndarray, loss: 
     return IsoFlopMinimum(budget=float(budget), params_opt=float(math.exp(vn)),
                           tokens_opt=float(math.exp(vd)), loss_opt=float(lo),
                           bracketed=bracketed, curvature_positive=bool(positive),
-                          log_params_se=se, n_points=len(loss)), notes
+                          log_params_se=se, n_points=len(loss), coeffs=coeffs), notes
 
 
 def isoflop_minima(points: pd.DataFrame, *, warn: bool = True) -> list[IsoFlopMinimum]:
@@ -182,7 +218,7 @@ def fit_approach2(points: pd.DataFrame, *, warn: bool = True) -> PowerLawResult:
     if len(minima) < 2:
         raise UserError(f"approach2: expected at least 2 budgets with >= 3 model sizes each, "
                         f"got {len(minima)}")
-    return power_laws_from_minima(minima)
+    return power_laws_from_minima(minima).checked()
 
 
 def power_laws_from_minima(minima: list[IsoFlopMinimum]) -> PowerLawResult:
@@ -193,6 +229,4 @@ def power_laws_from_minima(minima: list[IsoFlopMinimum]) -> PowerLawResult:
     k_params, a = weighted_power_law(budgets, np.array([m.params_opt for m in minima]), weights)
     k_tokens, b = weighted_power_law(budgets, np.array([m.tokens_opt for m in minima]), weights)
     return PowerLawResult(a=a, b=b, k_params=k_params, k_tokens=k_tokens,
-                          n_points=len(minima), approach="approach2",
-                          extra={"minima": [m.to_dict() for m in minima],
-                                 "n_unbracketed": sum(not m.bracketed for m in minima)})
+                          n_points=len(minima), approach="approach2", minima=tuple(minima))

@@ -26,16 +26,15 @@ in (E, A, B), solved by non-negative least squares; only (alpha, beta) are searc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from scaling.errors import UserError
+from scaling.errors import RunFailed, UserError
 
 HUBER_DELTA = 1e-3
-_LAST_STATS: dict = {}  # evaluations used by the last batched_lbfgs call (for benchmarks)
 N_PARAMS = 5  # a, b, e, alpha, beta
 
 
@@ -53,82 +52,104 @@ def chinchilla_grid() -> np.ndarray:
     return grid
 
 
-@dataclass(frozen=True)
-class Approach3Result:
-    """A fitted L(N, D) = E + A / N^alpha + B / D^beta and its compute-optimal frontier.
+LAW_KEYS = ("A", "B", "E", "alpha", "beta")
 
-    Under C = 6 N D: N*(C) = G (C/6)^a and D*(C) = (C/6)^b / G, with
-    G = (alpha A / (beta B))^(1/(alpha+beta)), a = beta/(alpha+beta), b = alpha/(alpha+beta).
-    `objective` is the summed Huber loss (delta = 1e-3) of log-loss residuals at the optimum,
-    whatever `method` produced the fit, so fits are comparable.
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """L(N, D) = E + A / N^alpha + B / D^beta and its compute-optimal frontier.
+
+    Each parameter is a float, or an array with one entry per bootstrap sample: every
+    formula then gives one value per sample (`column()` adds an axis to broadcast the
+    samples against a grid of budgets or sizes). Under C = 6 N D: N*(C) = G (C/6)^a and
+    D*(C) = (C/6)^b / G, with G = (alpha A / (beta B))^(1/(alpha+beta)),
+    a = beta/(alpha+beta), b = alpha/(alpha+beta) (Hoffmann et al. 2022, App. D.2).
     """
 
-    A: float
-    B: float
-    E: float
-    alpha: float
-    beta: float
-    objective: float
-    n_points: int
-    method: str = "lbfgs"  # "lbfgs" | "vpnls"
-    n_starts: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
+    A: Any
+    B: Any
+    E: Any
+    alpha: Any
+    beta: Any
 
     @property
-    def a(self) -> float:
+    def a(self) -> Any:
         return self.beta / (self.alpha + self.beta)
 
     @property
-    def b(self) -> float:
+    def b(self) -> Any:
         return self.alpha / (self.alpha + self.beta)
 
     @property
-    def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-
-    @property
-    def params(self) -> dict[str, float]:
-        """The five fitted parameters and the derived exponents/coefficient."""
-        return {"A": self.A, "B": self.B, "E": self.E, "alpha": self.alpha,
-                "beta": self.beta, "a": self.a, "b": self.b, "G": self.G}
+    def G(self) -> Any:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return np.power(self.alpha * self.A / (self.beta * self.B),
+                            1.0 / (self.alpha + self.beta))
 
     def predict(self, n_params: Any, n_tokens: Any) -> np.ndarray:
         """Predicted loss at (N, D); broadcasts."""
         n = np.asarray(n_params, dtype=np.float64)
         d = np.asarray(n_tokens, dtype=np.float64)
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        return self.E + self.A * np.power(n, -self.alpha) + self.B * np.power(d, -self.beta)
 
     def params_opt(self, flops: Any) -> np.ndarray:
         """N*(C) under C = 6 N D."""
-        return self.G * (np.asarray(flops, dtype=np.float64) / 6.0) ** self.a
+        return self.G * np.power(np.asarray(flops, dtype=np.float64) / 6.0, self.a)
 
     def tokens_opt(self, flops: Any) -> np.ndarray:
         """D*(C) under C = 6 N D."""
-        return (np.asarray(flops, dtype=np.float64) / 6.0) ** self.b / self.G
+        return np.power(np.asarray(flops, dtype=np.float64) / 6.0, self.b) / self.G
 
     def loss_opt(self, flops: Any) -> np.ndarray:
         """Predicted loss of the compute-optimal model at budget C."""
         return self.predict(self.params_opt(flops), self.tokens_opt(flops))
 
+    def params_for_tokens(self, n_tokens: Any) -> np.ndarray:
+        """The N whose compute-optimal token count is `n_tokens` (inverts D*(C))."""
+        return self.G * np.power(self.G * np.asarray(n_tokens, dtype=np.float64),
+                                 self.a / self.b)
+
+    def law(self) -> ParametricLaw:
+        return ParametricLaw(*(getattr(self, k) for k in LAW_KEYS))
+
+    def column(self) -> ParametricLaw:
+        """The same law with a trailing axis on every parameter (samples x grid)."""
+        return ParametricLaw(*(np.asarray(getattr(self, k), dtype=np.float64)[..., None]
+                               for k in LAW_KEYS))
+
+
+@dataclass(frozen=True)
+class Approach3Result(ParametricLaw):
+    """A fitted law. `objective` is the summed Huber loss (delta = 1e-3) of log-loss
+    residuals at the optimum, whatever `method` produced the fit, so fits are comparable."""
+
+    objective: float = math.nan
+    n_points: int = 0
+    method: str = "lbfgs"  # "lbfgs" | "vpnls" | "published"
+    n_starts: int = 0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The five fitted parameters and the derived exponents/coefficient."""
+        return {"A": self.A, "B": self.B, "E": self.E, "alpha": self.alpha,
+                "beta": self.beta, "a": self.a, "b": self.b, "G": float(self.G)}
+
+    def checked(self) -> Approach3Result:
+        """Itself, or a UserError when the law leaves its domain (alpha, beta > 0: loss falls
+        with scale; A, B, E finite and >= 0)."""
+        for name in LAW_KEYS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if name in ("alpha", "beta") else value >= 0)):
+                raise UserError(f"{self.method}: fitted {name} = {value:.3g} is out of its domain")
+        return self
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("A", "B", "E", "alpha", "beta", "objective")}
-        d.update(a=self.a, b=self.b, G=self.G, n_points=self.n_points, method=self.method,
-                 n_starts=self.n_starts)
+        d.update(a=self.a, b=self.b, G=float(self.G), n_points=self.n_points,
+                 method=self.method, n_starts=self.n_starts)
         d.update(self.extra)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Approach3Result:
-        """Rebuild from `to_dict()` output (e.g. fit.json's "approach3"); extra keys kept."""
-        names = {f.name for f in fields(cls)} - {"extra"}
-        missing = [k for k in ("A", "B", "E", "alpha", "beta") if k not in d]
-        if missing:
-            raise UserError(f"fit: approach3 is missing {missing[0]!r}")
-        kwargs = {k: d[k] for k in names if k in d and d[k] is not None}
-        kwargs.setdefault("objective", math.nan)
-        kwargs.setdefault("n_points", 0)
-        extra = {k: v for k, v in d.items() if k not in names and k not in ("a", "b", "G")}
-        return cls(**kwargs, extra=extra)
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, objective: float, n_points: int, **kw) -> Approach3Result:
@@ -198,6 +219,14 @@ def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
     return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
 
 
+def overestimate_weights(r: np.ndarray, penalty: float) -> np.ndarray:
+    """Weight `penalty` on residuals where the law predicts a loss above the run's (r > 0),
+    1 elsewhere: the asymmetric loss of OLMo-core's ladder fits. A run that was under-tuned
+    sits above the law; with penalty > 1 it pulls the fit up less than a well-tuned run pulls
+    it down, so the law tracks the lower envelope of the runs."""
+    return np.where(r > 0, penalty, 1.0)
+
+
 def log_residuals(theta: np.ndarray, log_n, log_d, log_loss) -> np.ndarray:
     a, b, e, alpha, beta = theta
     u = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
@@ -206,15 +235,17 @@ def log_residuals(theta: np.ndarray, log_n, log_d, log_loss) -> np.ndarray:
 
 
 def objective(theta: Any, n_params: Any, n_tokens: Any, loss: Any,
-              delta: float = HUBER_DELTA) -> float:
+              delta: float = HUBER_DELTA, overestimate_penalty: float = 1.0) -> float:
     """Summed Huber loss of LSE(a - alpha log N, b - beta log D, e) - log L at theta =
-    (a, b, e, alpha, beta). This is the objective Epoch (and we) minimise."""
+    (a, b, e, alpha, beta). This is the objective Epoch (and we) minimise; with
+    `overestimate_penalty` != 1 over-predictions are weighted by it."""
     r = log_residuals(np.asarray(theta, dtype=np.float64), np.log(n_params),
                       np.log(n_tokens), np.log(loss))
-    return float(huber(r, delta).sum())
+    return float((overestimate_weights(r, overestimate_penalty) * huber(r, delta)).sum())
 
 
-def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: float):
+def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: float,
+                       penalty: float = 1.0):
     """Objective and analytic gradient in internal coordinates, float64 numpy (for scipy)."""
     ap, bp, e, alp, bep = x
     u = np.stack([ap - alp * zn, bp - bep * zd, np.full_like(zn, e)])
@@ -222,10 +253,11 @@ def _value_and_grad_np(x: np.ndarray, zn, zd, log_loss, delta: float, scale: flo
     ex = np.exp(u - m)
     s = ex.sum(axis=0)
     r = m + np.log(s) - log_loss
-    psi = np.clip(r, -delta, delta)
+    weight = overestimate_weights(r, penalty)
+    psi = weight * np.clip(r, -delta, delta)
     w = ex / s * psi
     g = np.array([w[0].sum(), w[1].sum(), w[2].sum(), -(w[0] * zn).sum(), -(w[1] * zd).sum()])
-    return huber(r, delta).sum() * scale, g * scale
+    return (weight * huber(r, delta)).sum() * scale, g * scale
 
 
 # ----------------------------------------------------------------------------- batched L-BFGS (JAX)
@@ -399,22 +431,51 @@ def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
         fn = _batched_lbfgs_fn(history)
         w = np.ones((1, len(zn))) if weights is None else weights
         dt = jnp.dtype(dtype)
-        x, f, n_iter, n_eval = fn(
+        x, f, n_iter, _ = fn(
             *(jnp.asarray(v, dt) for v in (x0, zn, zd, log_loss, w)), jnp.asarray(delta, dt),
             max_iter, jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), n_groups=n_groups)
-        _LAST_STATS["n_eval"] = int(n_eval) + 1
         return (np.asarray(x, np.float64), np.asarray(f, np.float64), np.asarray(n_iter))
 
 
 # ----------------------------------------------------------------------------- public fits
 
 
-def _polish(x: np.ndarray, zn, zd, log_loss, delta: float) -> tuple[np.ndarray, float]:
+def point_bucket(n_points: int) -> int:
+    """The padded problem size for n_points: 32, 48, 64, 96, 128, 192, ... (at most 1.5x).
+    XLA compiles one program per shape; padding to a few sizes lets a rollout's many fits,
+    and the persistent compile cache across CSVs, reuse one compilation."""
+    size = 32
+    while size < n_points:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def _pad_points(zn: np.ndarray, zd: np.ndarray, log_loss: np.ndarray,
+                weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Append zero-weight points up to `point_bucket`: they add nothing to the objective or
+    its gradient (every term is multiplied by its weight)."""
+    n_pts = len(zn)
+    extra = point_bucket(n_pts) - n_pts
+    w = np.ones((1, n_pts)) if weights is None else np.atleast_2d(weights)
+    ll = np.atleast_2d(log_loss)
+    if extra == 0:
+        return zn, zd, log_loss, w
+
+    def pad(a):
+        return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)])
+
+    ll = pad(ll)
+    return pad(zn), pad(zd), ll[0] if np.ndim(log_loss) == 1 else ll, pad(w)
+
+
+def _polish(x: np.ndarray, zn, zd, log_loss, delta: float,
+            penalty: float = 1.0) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
-    f0, _ = _value_and_grad_np(x, zn, zd, log_loss, delta, 1.0)
+    f0, _ = _value_and_grad_np(x, zn, zd, log_loss, delta, 1.0, penalty)
     scale = 1.0 / max(f0, 1e-300)
-    res = minimize(_value_and_grad_np, x, args=(zn, zd, log_loss, delta, scale), jac=True,
+    res = minimize(_value_and_grad_np, x, args=(zn, zd, log_loss, delta, scale, penalty),
+                   jac=True,
                    method="L-BFGS-B", options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000,
                                                    maxcor=20))
     f1 = float(res.fun) / scale
@@ -422,13 +483,24 @@ def _polish(x: np.ndarray, zn, zd, log_loss, delta: float) -> tuple[np.ndarray, 
 
 
 def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray | None = None,
-                  delta: float = HUBER_DELTA, n_polish: int = 4) -> Approach3Result:
+                  delta: float = HUBER_DELTA, n_polish: int = 4,
+                  overestimate_penalty: float = 1.0) -> Approach3Result:
     """Fit L = E + A/N^alpha + B/D^beta by the summed-Huber log-loss objective.
 
     starts: rows (a, b, e, alpha, beta), default Chinchilla's 4,500-point grid; all are
     optimised at once (float32 search), then the `n_polish` best distinct optima are
     polished with scipy L-BFGS-B (float64, ftol 1e-15) and the lowest objective is returned.
+    overestimate_penalty > 1: the asymmetric objective (`overestimate_weights`). The search
+    over starts stays symmetric (it only ranks basins); twice as many basins are polished on
+    the asymmetric objective. `objective` is then still the symmetric one (comparable across
+    fits) and extra["penalised_objective"] is what was minimised.
     """
+    if not (math.isfinite(overestimate_penalty) and overestimate_penalty > 0):
+        raise UserError(f"overestimate_penalty: expected a positive number, got "
+                        f"{overestimate_penalty}")
+    penalty = float(overestimate_penalty)
+    if penalty != 1.0:
+        n_polish *= 2
     n, d, l = check_points(n_params, n_tokens, loss)
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
     sc = _Scaling.of(log_n, log_d)
@@ -436,8 +508,8 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
     starts = chinchilla_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     # The search over starts runs in float32 (XLA's float64 exp/log are ~7x slower on CPU);
     # it only ranks basins. The reported optimum comes from the float64 polish below.
-    x, f, n_iter = batched_lbfgs(sc.to_internal(starts), zn, zd, log_l, delta=delta,
-                                 dtype="float32", ftol=1e-6, gtol=1e-5)
+    x, f, n_iter = batched_lbfgs(sc.to_internal(starts), *_pad_points(zn, zd, log_l, None),
+                                 delta=delta, dtype="float32", ftol=1e-6, gtol=1e-5)
     f = np.where(np.isfinite(f), f, np.inf)
     order = np.argsort(f)
     best_x, best_f = None, math.inf
@@ -448,18 +520,20 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
         if any(np.max(np.abs(x[i] - p)) < 1e-3 for p in picked):
             continue
         picked.append(x[i])
-        xp, fp = _polish(x[i], zn, zd, log_l, delta)
+        xp, fp = _polish(x[i], zn, zd, log_l, delta, penalty)
         if fp < best_f:
             best_x, best_f = xp, fp
     if best_x is None:
-        from scaling.errors import RunFailed
-
         raise RunFailed("approach3: no start reached a finite objective")
     theta = sc.to_theta(best_x)
+    extra = {"batched_best_objective": float(f[order[0]]),
+             "median_iterations": float(np.median(n_iter))}
+    if penalty != 1.0:
+        extra.update(overestimate_penalty=penalty,
+                     penalised_objective=objective(theta, n, d, l, delta, penalty))
     return Approach3Result.from_theta(
         theta, objective(theta, n, d, l, delta), len(n), method="lbfgs", n_starts=len(starts),
-        extra={"batched_best_objective": float(f[order[0]]),
-               "median_iterations": float(np.median(n_iter))})
+        extra=extra)
 
 
 def local_starts(theta: np.ndarray, scaling: _Scaling) -> np.ndarray:
@@ -503,11 +577,11 @@ def refit_many(n_params: Any, n_tokens: Any, log_loss_GxP: np.ndarray,
         return arr if arr.shape[0] == 1 else np.repeat(arr, k, axis=0)
 
     w = None if weights_GxP is None else rows(np.asarray(weights_GxP, dtype=np.float64))
-    x, f, _ = batched_lbfgs(x0, zn, zd, rows(ll), w, delta=delta, dtype="float32",
-                            ftol=1e-6, gtol=1e-5, n_groups=n_groups)
+    x, f, _ = batched_lbfgs(x0, *_pad_points(zn, zd, rows(ll), w), delta=delta,
+                            dtype="float32", ftol=1e-6, gtol=1e-5, n_groups=n_groups)
     f = np.where(np.isfinite(f), f, np.inf).reshape(n_groups, k)
     best = x.reshape(n_groups, k, N_PARAMS)[np.arange(n_groups), np.argmin(f, axis=1)]
-    x, f, _ = batched_lbfgs(best, zn, zd, ll, None if w is None else weights_GxP,
+    x, f, _ = batched_lbfgs(best, *_pad_points(zn, zd, ll, weights_GxP),
                             delta=delta, dtype="float64", ftol=1e-12, gtol=1e-10,
                             n_groups=n_groups)
     return sc.to_theta(x), f
@@ -550,42 +624,7 @@ def fit_vpnls(n_params: Any, n_tokens: Any, loss: Any, *, grid_size: int = 40,
                            n_starts=grid_size * grid_size, extra={"rss": float(best_rss)})
 
 
-def _fit_averaged_huber_bug(n_params: Any, n_tokens: Any, loss: Any, starts: np.ndarray,
-                            delta: float = HUBER_DELTA) -> list[Approach3Result]:
-    """THE BUG, kept only to test that we do not have it. Not a user option.
-
-    Hoffmann et al. (2022) fitted Approach 3 with the Huber loss AVERAGED over points.
-    Besiroglu et al. (2024) showed that this shrinks the gradient by the number of points,
-    below L-BFGS's default gradient tolerance, so the optimiser stops almost where it
-    started and the published (E, A, B, alpha, beta) is not the optimum of the stated
-    objective. This reproduces that: scipy L-BFGS-B with its default tolerances on the
-    averaged objective, from each of `starts` (rows a, b, e, alpha, beta), in raw
-    (unscaled) coordinates as the original code did. Returns one result per start.
-    """
-    from scipy.optimize import minimize
-
-    n, d, l = check_points(n_params, n_tokens, loss)
-    log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
-
-    def mean_obj(theta):
-        r = log_residuals(theta, log_n, log_d, log_l)
-        return huber(r, delta).mean()
-
-    out = []
-    for start in np.atleast_2d(starts):
-        res = minimize(mean_obj, start, method="L-BFGS-B")
-        out.append(Approach3Result.from_theta(
-            res.x, objective(res.x, n, d, l, delta), len(n), method="averaged_huber_bug",
-            n_starts=1, extra={"start": list(map(float, start)), "nit": int(res.nit)}))
-    return out
-
-
-def result_fields() -> list[str]:
-    """Scalar keys of `Approach3Result.to_dict()` that carry estimates (bootstrapped)."""
-    return ["A", "B", "E", "alpha", "beta", "a", "b", "G"]
-
-
-__all__ = ["Approach3Result", "HUBER_DELTA", "batched_lbfgs", "check_points", "chinchilla_grid",
-           "fit_approach3", "fit_vpnls", "huber", "local_starts", "objective", "refit_many",
-           "result_fields"]
+__all__ = ["LAW_KEYS", "Approach3Result", "HUBER_DELTA", "ParametricLaw", "batched_lbfgs",
+           "check_points", "chinchilla_grid", "fit_approach3", "fit_vpnls", "huber",
+           "local_starts", "objective", "refit_many"]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.approach1 import envelope_matrix, power_laws_from_envelope
-from analysis.approach2 import budget_minimum, power_laws_from_minima
-from analysis.approach3 import Approach3Result, refit_many
-from analysis.fits import FitWarning, fit_all
+from analysis.approach2 import (
+    POWER_KEYS,
+    FitWarning,
+    PowerLawResult,
+    budget_minimum,
+    fit_approach2,
+    power_laws_from_minima,
+    weighted_power_law,
+)
+from analysis.approach3 import Approach3Result, ParametricLaw, fit_approach3, refit_many
 from scaling.errors import UserError
 
 DEFAULT_N = 1000
@@ -64,29 +72,20 @@ def percentile_interval(samples: np.ndarray, level: float) -> list[float]:
 
 
 @dataclass(frozen=True)
-class BootstrapResult:
-    """Bootstrap samples per approach: samples[approach][name] is an (n,) array."""
+class Bootstrap:
+    """One approach's bootstrap: samples[name] is an (n,) array, NaN where a resample failed."""
 
     level: float
     n: int
     seed: int
-    samples: dict[str, dict[str, np.ndarray]] = field(repr=False)
+    samples: Mapping[str, np.ndarray] = field(repr=False)
 
-    def ci(self, approach: str, name: str, level: float | None = None) -> list[float]:
-        return percentile_interval(self.samples[approach][name], level or self.level)
+    def interval(self, name: str, level: float | None = None) -> list[float]:
+        return percentile_interval(self.samples[name], level or self.level)
 
-    def annotate(self, doc: dict) -> dict:
-        """Add "<name>_ci" next to every bootstrapped estimate of fit.json, and a "bootstrap"
-        block {"level", "n", "seed", "samples"} per approach. Returns doc (mutated)."""
-        for approach, by_name in self.samples.items():
-            section = doc.get(approach)
-            if not isinstance(section, dict) or "error" in section:
-                continue
-            for name in by_name:
-                section[f"{name}_ci"] = self.ci(approach, name)
-            section["bootstrap"] = {"level": self.level, "n": self.n, "seed": self.seed,
-                                    "samples": {k: v.tolist() for k, v in by_name.items()}}
-        return doc
+    def to_dict(self) -> dict:
+        return {"level": self.level, "n": self.n, "seed": self.seed,
+                "samples": {k: v.tolist() for k, v in self.samples.items()}}
 
 
 def _approach3_samples(points, idx, base: Approach3Result) -> dict[str, np.ndarray]:
@@ -95,11 +94,9 @@ def _approach3_samples(points, idx, base: Approach3Result) -> dict[str, np.ndarr
     theta, _ = refit_many(points["params"], points["tokens"],
                           np.log(points["loss"].to_numpy(float))[None], weights, base.theta())
     a_, b_, e_, alpha, beta = theta.T
-    A, B = np.exp(a_), np.exp(b_)
-    with np.errstate(all="ignore"):
-        G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
-    return {"A": A, "B": B, "E": np.exp(e_), "alpha": alpha, "beta": beta,
-            "a": beta / (alpha + beta), "b": alpha / (alpha + beta), "G": G}
+    law = ParametricLaw(A=np.exp(a_), B=np.exp(b_), E=np.exp(e_), alpha=alpha, beta=beta)
+    return {"A": law.A, "B": law.B, "E": law.E, "alpha": alpha, "beta": beta, "a": law.a,
+            "b": law.b, "G": law.G}
 
 
 def _approach2_samples(points, idx) -> dict[str, np.ndarray]:
@@ -107,7 +104,7 @@ def _approach2_samples(points, idx) -> dict[str, np.ndarray]:
     n, d, loss = (points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
     finite = np.isfinite(budgets)
     levels = np.unique(budgets[finite])
-    out = {k: np.full(len(idx), np.nan) for k in ("a", "b", "k_params", "k_tokens")}
+    out = {k: np.full(len(idx), np.nan) for k in POWER_KEYS}
     for s, row in enumerate(idx):
         minima = []
         for c in levels:
@@ -122,7 +119,7 @@ def _approach2_samples(points, idx) -> dict[str, np.ndarray]:
 
 
 def _approach1_samples(points, curves, idx, seed) -> dict[str, np.ndarray]:
-    out = {k: np.full(len(idx), np.nan) for k in ("a", "b", "k_params", "k_tokens")}
+    out = {k: np.full(len(idx), np.nan) for k in POWER_KEYS}
     if curves is not None and len(curves):
         em = envelope_matrix(curves)
         rng = np.random.default_rng(seed + 1)
@@ -133,8 +130,6 @@ def _approach1_samples(points, curves, idx, seed) -> dict[str, np.ndarray]:
             if fitted is not None:
                 out["a"][s], out["b"][s], out["k_params"][s], out["k_tokens"][s], _ = fitted
         return out
-    from analysis.approach2 import weighted_power_law
-
     budgets = points["budget"].to_numpy(float)
     n, d, loss = (points[c].to_numpy(float) for c in ("params", "tokens", "loss"))
     for s, row in enumerate(idx):
@@ -149,26 +144,50 @@ def _approach1_samples(points, curves, idx, seed) -> dict[str, np.ndarray]:
     return out
 
 
-def bootstrap(points: pd.DataFrame, base: dict[str, Any], *, curves: pd.DataFrame | None = None,
-              n: int = DEFAULT_N, seed: int = 0, level: float = DEFAULT_LEVEL) -> BootstrapResult:
-    """Bootstrap every approach present (without error) in `base` (the output of fits.fit_all
-    on the same points)."""
+def bootstrap(points: pd.DataFrame, base: Mapping[str, Any], *,
+              curves: pd.DataFrame | None = None, n: int = DEFAULT_N, seed: int = 0,
+              level: float = DEFAULT_LEVEL) -> dict[str, Bootstrap]:
+    """Bootstrap every fitted approach in `base` (fits.fit_all on the same points; failed
+    approaches and VPNLS, a check of Approach 3, are left out)."""
     level = check_level(level)
     idx = resample_indices(points, n, seed)
     samples: dict[str, dict[str, np.ndarray]] = {}
-    ok = {k: v for k, v in base.items() if not isinstance(v, dict)}
-    if "approach3" in ok:
-        samples["approach3"] = _approach3_samples(points, idx, ok["approach3"])
-    if "approach2" in ok:
+    if isinstance(base.get("approach3"), Approach3Result):
+        samples["approach3"] = _approach3_samples(points, idx, base["approach3"])
+    if isinstance(base.get("approach2"), PowerLawResult):
         samples["approach2"] = _approach2_samples(points, idx)
-    if "approach1" in ok:
-        from_curves = ok["approach1"].extra.get("from") == "curves"
+    if isinstance(base.get("approach1"), PowerLawResult):
+        from_curves = base["approach1"].extra.get("from") == "curves"
         samples["approach1"] = _approach1_samples(points, curves if from_curves else None,
                                                   idx, seed)
-    return BootstrapResult(level=level, n=n, seed=seed, samples=samples)
+    return {k: Bootstrap(level=level, n=n, seed=seed, samples=v) for k, v in samples.items()}
 
 
-def holdout_largest_budget(points: pd.DataFrame) -> dict:
+@dataclass(frozen=True)
+class Holdout:
+    """Leave-largest-budget-out: each approach fitted on the other budgets, predicting the
+    held-out budget's IsoFLOP minimum. predicted[approach] holds params_opt and
+    params_opt_log_error (ln predicted / observed), and for Approach 3 also loss_opt,
+    loss_opt_error and points_loss_mean_abs_rel_error (over every held-out run)."""
+
+    budget: float
+    n_train: int
+    n_heldout: int
+    observed_params_opt: float
+    observed_loss_opt: float
+    observed_bracketed: bool
+    predicted: Mapping[str, Mapping[str, float]]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "n_train": self.n_train, "n_heldout": self.n_heldout,
+                "observed": {"params_opt": self.observed_params_opt,
+                             "loss_opt": self.observed_loss_opt,
+                             "bracketed": self.observed_bracketed},
+                "notes": list(self.notes), **{k: dict(v) for k, v in self.predicted.items()}}
+
+
+def holdout_largest_budget(points: pd.DataFrame) -> Holdout:
     """Fit Approaches 2 and 3 on all budgets but the largest; predict the largest.
 
     Observed at the held-out budget: its IsoFLOP minimum (parabola vertex, as Approach 2
@@ -184,23 +203,22 @@ def holdout_largest_budget(points: pd.DataFrame) -> dict:
     train = points[budgets != largest]
     obs, notes = budget_minimum(largest, *(held[c].to_numpy(float)
                                            for c in ("params", "tokens", "loss")))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FitWarning)
-        fits = fit_all(train, approaches=("2", "3"), vpnls=False)
-    out = {"budget": float(largest), "n_train": len(train), "n_heldout": len(held),
-           "observed": {"params_opt": obs.params_opt, "loss_opt": obs.loss_opt,
-                        "bracketed": obs.bracketed}, "notes": notes}
-    a3 = fits["approach3"]
-    pred_n = float(a3.params_opt(largest))
-    pred_l = float(a3.loss_opt(largest))
+    a3 = fit_approach3(train["params"], train["tokens"], train["loss"])
+    pred_n, pred_l = float(a3.params_opt(largest)), float(a3.loss_opt(largest))
     point_err = a3.predict(held["params"], held["tokens"]) / held["loss"].to_numpy(float) - 1
-    out["approach3"] = {"params_opt": pred_n, "loss_opt": pred_l,
-                        "params_opt_log_error": math.log(pred_n / obs.params_opt),
-                        "loss_opt_error": pred_l - obs.loss_opt,
-                        "points_loss_mean_abs_rel_error": float(np.mean(np.abs(point_err)))}
-    a2 = fits.get("approach2")
-    if a2 is not None and not isinstance(a2, dict):
-        pred_n2 = float(a2.params_opt(largest))
-        out["approach2"] = {"params_opt": pred_n2,
-                            "params_opt_log_error": math.log(pred_n2 / obs.params_opt)}
-    return out
+    predicted = {"approach3": {"params_opt": pred_n, "loss_opt": pred_l,
+                               "params_opt_log_error": math.log(pred_n / obs.params_opt),
+                               "loss_opt_error": pred_l - obs.loss_opt,
+                               "points_loss_mean_abs_rel_error":
+                                   float(np.mean(np.abs(point_err)))}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            pred_n2 = float(fit_approach2(train).params_opt(largest))
+        predicted["approach2"] = {"params_opt": pred_n2,
+                                  "params_opt_log_error": math.log(pred_n2 / obs.params_opt)}
+    except UserError:
+        pass  # too few budgets left with 3 sizes: Approach 3's prediction stands alone
+    return Holdout(budget=float(largest), n_train=len(train), n_heldout=len(held),
+                   observed_params_opt=obs.params_opt, observed_loss_opt=obs.loss_opt,
+                   observed_bracketed=obs.bracketed, predicted=predicted, notes=tuple(notes))

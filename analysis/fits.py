@@ -1,80 +1,49 @@
-"""Chinchilla's three approaches behind one small API, and the fit.json artefact.
+"""The fit arrow: a source (runs directory or CSV) or its points to a FitDocument.
 
-Functions (pure, on a points DataFrame from `analysis.load.load_points`):
-    fit_approach1(curves) / fit_approach1_points(points)   -> PowerLawResult
-    fit_approach2(points)                                  -> PowerLawResult (+ minima)
-    fit_approach3(n_params, n_tokens, loss)                -> Approach3Result
-    fit_vpnls(n_params, n_tokens, loss)                    -> Approach3Result
-    fit_all(points, curves=None, approaches="all")         -> {"approach1": ..., ...}
-    fit_document(points, info, results)                    -> the fit.json dict
-    load_fit(path_or_dict)                                 -> {"approach3": Approach3Result, ...}
+    fit_source(src, ...)                    -> FitDocument (what `scaling fit` runs)
+    fit_points(points, info, curves, ...)   -> FitDocument (already loaded points)
+    fit_all(points, curves, approaches)     -> {"approach1": PowerLawResult | ApproachError, ...}
 
-sklearn-like wrappers: `Approach1().fit(curves)`, `Approach2().fit(points)`,
-`Approach3().fit(points)`, `VPNLS().fit(points)`; each has `.result_`, `.params`,
-`.predict(...)` and `.to_dict()`.
-
-Every result is a frozen dataclass with `to_dict()` (and `from_dict`) so plots, reports and
-recommendations read fit.json and never refit.
+Approach 1 reads training curves when a runs directory has them (else the final points),
+Approach 2 the IsoFLOP minima, Approach 3 the parametric law, with VPNLS as its check.
+Questionable but usable fits raise a FitWarning (unbracketed or concave minima); callers
+decide how to show it.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.approach1 import envelope, fit_approach1, fit_approach1_points
-from analysis.approach2 import (
-    FitWarning,
-    IsoFlopMinimum,
-    PowerLawResult,
-    fit_approach2,
-    isoflop_minima,
-)
-from analysis.approach3 import (
-    HUBER_DELTA,
-    Approach3Result,
-    chinchilla_grid,
-    fit_approach3,
-    fit_vpnls,
-    objective,
-)
+from analysis.approach1 import fit_approach1, fit_approach1_points
+from analysis.approach2 import FitWarning, fit_approach2
+from analysis.approach3 import fit_approach3, fit_vpnls
+from analysis.bootstrap import DEFAULT_LEVEL, bootstrap, check_level, holdout_largest_budget
+from analysis.fitdoc import ApproachError, FitDocument, Result
+from analysis.load import LoadInfo, load_curves, load_points
 from scaling.errors import UserError
+from scaling.shapes import PARAMS_KINDS
 
 APPROACHES = ("1", "2", "3")
-Result = PowerLawResult | Approach3Result
-
-
-def _params_column(points: pd.DataFrame, params_kind: str) -> np.ndarray:
-    if params_kind == "total":
-        return points["params"].to_numpy(float)
-    if params_kind == "non_embedding":
-        n = points["params_non_embedding"].to_numpy(float)
-        if not np.isfinite(n).all():
-            raise UserError("params_kind: 'non_embedding' needs params_non_embedding for "
-                            "every run (unknown for some)")
-        return n
-    raise UserError(f"params_kind: expected 'total' or 'non_embedding', got {params_kind!r}")
 
 
 def with_params_kind(points: pd.DataFrame, params_kind: str = "total") -> pd.DataFrame:
     """Points whose `params` column is the chosen parameter count."""
+    if params_kind not in PARAMS_KINDS:
+        raise UserError(f"params_kind: expected 'total' or 'non_embedding', got {params_kind!r}")
     if params_kind == "total":
         return points
-    out = points.copy()
-    out["params"] = _params_column(points, params_kind)
-    return out
-
-
-def fit_approach3_points(points: pd.DataFrame, **kw: Any) -> Approach3Result:
-    return fit_approach3(points["params"], points["tokens"], points["loss"], **kw)
-
-
-def fit_vpnls_points(points: pd.DataFrame, **kw: Any) -> Approach3Result:
-    return fit_vpnls(points["params"], points["tokens"], points["loss"], **kw)
+    n = points["params_non_embedding"].to_numpy(float)
+    if not np.isfinite(n).all():
+        raise UserError("params_kind: 'non_embedding' needs params_non_embedding for "
+                        "every run (unknown for some)")
+    return points.assign(params=n)
 
 
 def parse_approaches(approach: str | int | tuple | list) -> tuple[str, ...]:
@@ -92,22 +61,23 @@ def parse_approaches(approach: str | int | tuple | list) -> tuple[str, ...]:
 
 def fit_all(points: pd.DataFrame, curves: pd.DataFrame | None = None,
             approaches: str | tuple = "all", *, vpnls: bool = True,
-            starts: np.ndarray | None = None) -> dict[str, Result | dict]:
-    """Run the chosen approaches. With "all", an approach whose data requirement is not met
-    (e.g. Approach 2 with one budget) yields {"error": message} instead of failing the rest;
-    when it was asked for alone, its UserError propagates."""
+            starts: np.ndarray | None = None) -> dict[str, Result | ApproachError]:
+    """Run the chosen approaches. With several, an approach whose data requirement is not
+    met (e.g. Approach 2 with one budget) or whose fit leaves its domain yields an
+    ApproachError instead of failing the rest (and a FitWarning); asked for alone, its
+    UserError propagates. Approach 3's own data checks always propagate."""
     names = parse_approaches(approaches)
     lenient = len(names) > 1
-    out: dict[str, Result | dict] = {}
+    out: dict[str, Result | ApproachError] = {}
 
-    def attempt(key: str, fn) -> None:
+    def attempt(key: str, fn: Callable[[], Result]) -> None:
         try:
             out[key] = fn()
         except UserError as e:
             if not lenient:
                 raise
             warnings.warn(f"{key} skipped: {e}", FitWarning, stacklevel=3)
-            out[key] = {"error": str(e)}
+            out[key] = ApproachError(str(e))
 
     if "1" in names:
         if curves is not None and len(curves):
@@ -117,101 +87,52 @@ def fit_all(points: pd.DataFrame, curves: pd.DataFrame | None = None,
     if "2" in names:
         attempt("approach2", lambda: fit_approach2(points))
     if "3" in names:
-        out["approach3"] = fit_approach3_points(points, starts=starts)
+        columns = (points["params"], points["tokens"], points["loss"])
+        law = fit_approach3(*columns, starts=starts)
+        attempt("approach3", law.checked)
         if vpnls:
-            out["vpnls"] = fit_vpnls_points(points)
+            attempt("vpnls", lambda: fit_vpnls(*columns).checked())
     return out
 
 
-def fit_document(points: pd.DataFrame, info: Any, results: dict[str, Result | dict], *,
-                 params_kind: str = "total") -> dict:
-    """The fit.json object (COMMON.md contract) for these results."""
-    info_d = info.to_dict() if hasattr(info, "to_dict") else dict(info or {})
-    doc = {"source": info_d.get("source", ""), "n_points": int(len(points)),
-           "excluded": info_d.get("excluded", {}),
-           "dropped_highest": info_d.get("dropped_highest", 0),
-           "convention": info_d.get("convention", "6N"), "params_kind": params_kind,
-           "budgets_inferred": info_d.get("budgets_inferred", False),
-           "huber_delta": HUBER_DELTA}
-    for key, res in results.items():
-        doc[key] = res if isinstance(res, dict) else res.to_dict()
+def _check_bootstrap(n_bootstrap: int, level: float) -> None:
+    if n_bootstrap < 0:
+        raise UserError(f"--bootstrap: expected >= 0 resamples, got {n_bootstrap}")
+    if n_bootstrap:
+        check_level(level)
+
+
+def fit_points(points: pd.DataFrame, info: LoadInfo | dict | None = None,
+               curves: pd.DataFrame | None = None, *, approaches: str | tuple = "all",
+               n_bootstrap: int = 0, level: float = DEFAULT_LEVEL, seed: int = 0,
+               params_kind: str = "total", holdout: bool = False) -> FitDocument:
+    """Fit, bootstrap (n_bootstrap resamples, 0 for none) and validate loaded points."""
+    _check_bootstrap(n_bootstrap, level)
+    info = info.to_dict() if isinstance(info, LoadInfo) else dict(info or {})
+    points = with_params_kind(points, params_kind)
+    results = fit_all(points, curves, approaches)
+    boots = (bootstrap(points, results, curves=curves, n=n_bootstrap, seed=seed, level=level)
+             if n_bootstrap else {})
+    doc = FitDocument(source=str(info.get("source", "")), kind=str(info.get("kind", "")),
+                      n_points=len(points), excluded=dict(info.get("excluded", {})),
+                      dropped_highest=int(info.get("dropped_highest", 0)),
+                      convention=str(info.get("convention", "6N")), params_kind=params_kind,
+                      budgets_inferred=bool(info.get("budgets_inferred", False)),
+                      approaches=results, bootstrap=boots)
+    if holdout:
+        doc = replace(doc, validation={"holdout": holdout_largest_budget(points)})
     return doc
 
 
-def load_fit(src: str | Path | dict) -> dict[str, Result]:
-    """Result objects from a fit.json path (or its parsed dict); approaches that errored or
-    are absent are left out."""
-    if isinstance(src, dict):
-        doc = src
-    else:
-        from scaling.fileio import read_json
+def fit_source(src: str | Path, *, approaches: str | tuple = "all", drop_highest: int = 0,
+               convention: str | None = None, **options: Any) -> FitDocument:
+    """Load a runs directory or CSV (with the runs' training curves for Approach 1) and
+    fit it; `options` as for fit_points (n_bootstrap, level, seed, params_kind, holdout)."""
+    src = Path(src)
+    _check_bootstrap(options.get("n_bootstrap", 0), options.get("level", DEFAULT_LEVEL))
+    points, info = load_points(src, drop_highest=drop_highest, convention=convention)
+    curves = None
+    if src.is_dir() and "1" in parse_approaches(approaches):
+        curves = load_curves(src)
+    return fit_points(points, info, curves, approaches=approaches, **options)
 
-        try:
-            doc = read_json(src)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{src}: not a readable fit.json ({e})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{src}: expected a JSON object")
-    out: dict[str, Result] = {}
-    for key in ("approach3", "vpnls"):
-        if isinstance(doc.get(key), dict) and "error" not in doc[key]:
-            out[key] = Approach3Result.from_dict(doc[key])
-    for key in ("approach1", "approach2"):
-        if isinstance(doc.get(key), dict) and "error" not in doc[key]:
-            out[key] = PowerLawResult.from_dict(doc[key], approach=key)
-    return out
-
-
-class _Estimator:
-    result_: Result
-
-    @property
-    def params(self) -> dict[str, float]:
-        return self.result_.params
-
-    def to_dict(self) -> dict:
-        return self.result_.to_dict()
-
-
-class Approach1(_Estimator):
-    def fit(self, curves: pd.DataFrame) -> Approach1:
-        self.result_ = fit_approach1(curves)
-        return self
-
-    def predict(self, flops: Any) -> np.ndarray:
-        return self.result_.params_opt(flops)
-
-
-class Approach2(_Estimator):
-    def fit(self, points: pd.DataFrame) -> Approach2:
-        self.result_ = fit_approach2(points)
-        return self
-
-    def predict(self, flops: Any) -> np.ndarray:
-        return self.result_.params_opt(flops)
-
-
-class Approach3(_Estimator):
-    def __init__(self, starts: np.ndarray | None = None):
-        self.starts = starts
-
-    def fit(self, points: pd.DataFrame) -> Approach3:
-        self.result_ = fit_approach3_points(points, starts=self.starts)
-        return self
-
-    def predict(self, n_params: Any, n_tokens: Any) -> np.ndarray:
-        return self.result_.predict(n_params, n_tokens)
-
-
-class VPNLS(Approach3):
-    def fit(self, points: pd.DataFrame) -> VPNLS:
-        self.result_ = fit_vpnls_points(points)
-        return self
-
-
-__all__ = ["APPROACHES", "Approach1", "Approach2", "Approach3", "Approach3Result", "FitWarning",
-           "IsoFlopMinimum", "PowerLawResult", "VPNLS", "chinchilla_grid", "envelope",
-           "fit_all", "fit_approach1", "fit_approach1_points", "fit_approach2",
-           "fit_approach3", "fit_approach3_points", "fit_document", "fit_vpnls",
-           "fit_vpnls_points", "isoflop_minima", "load_fit", "objective", "parse_approaches",
-           "with_params_kind"]

@@ -1,9 +1,9 @@
 """Runs or a CSV into one tidy DataFrame of points (one row per finished run).
 
-`load_points(src)` reads either a runs directory (every run dir's config.json, status.json,
-result.json; see DESIGN.md) or a CSV with columns `params`, `tokens` (or `flops`, then
-tokens = flops / (6 params)) and `loss`. Runs that diverged, failed or have not finished
-are left out and counted by reason in `info["excluded"]`.
+`load_points(src)` reads either a runs directory (every run's record, through
+`scaling.runs.iter_runs`; docs/architecture.md) or a CSV with columns `params`, `tokens` (or `flops`, then
+tokens = flops / (6 params)) and `loss`. Runs that diverged, failed, have not finished
+or cannot be read are left out and counted by reason in `info["excluded"]`.
 
 Budgets. A run directory records the nominal budget each run was sized for. A CSV may
 give a `budget` column; otherwise runs are grouped by FLOPs: `flops_levels` finds the
@@ -15,7 +15,6 @@ NaN: they still count for Approach 3, which needs no budgets).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UserError
+from scaling.fileio import read_jsonl
+from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs
 
 POINT_COLUMNS = ["run", "params", "params_non_embedding", "tokens", "flops", "budget", "loss"]
 LEVEL_BANDWIDTH_DEX = 0.02
@@ -91,11 +92,8 @@ def _check_positive(df: pd.DataFrame, column: str, where: str) -> None:
     df[column] = values
 
 
-def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+def _csv_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The CSV's columns under our names, or a UserError naming the missing one."""
     df.columns = [str(c).strip() for c in df.columns]
     # Epoch AI's extraction of Chinchilla's Figure 4 names its columns this way; accepting
     # them lets `scaling fit` read that published data set as it is.
@@ -110,6 +108,15 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
                         f"flops / (6 params))")
     if df.empty:
         raise UserError(f"{path}: no rows")
+    return df
+
+
+def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    df = _csv_columns(df, path)
     for name in ("params", "loss", *(c for c in ("tokens", "flops") if c in df.columns)):
         _check_positive(df, name, str(path))
     if "tokens" not in df.columns:
@@ -133,79 +140,52 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
     return df[POINT_COLUMNS + others].copy(), info
 
 
-def _read_json(path: Path) -> dict | None:
-    from scaling.fileio import read_json
+def _excluded(run: RunRecord) -> str | None:
+    """Why a run gives no point (None: it gives one)."""
+    if run.state in ("diverged", "failed", "unreadable"):
+        return run.state
+    if run.result is None or run.state != "done":
+        return "unfinished"
+    return "no_loss" if run.result.eval_loss is None else None
 
-    try:
-        d = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
 
-
-def _run_dirs(runs_dir: Path) -> list[Path]:
-    try:
-        from scaling.runs import list_run_dirs
-    except ImportError:  # the run store is not there yet: same rule, depth 1 or 2
-        found = {p.parent for p in runs_dir.glob("config.json")}
-        found |= {p.parent for p in runs_dir.glob("*/config.json")}
-        found |= {p.parent for p in runs_dir.glob("*/*/config.json")}
-        return sorted(found)
-    return list_run_dirs(runs_dir)
+def _point(run: RunRecord, convention: str | None) -> dict:
+    result = run.result or RunResult()  # _excluded lets only finished runs through
+    flops = result.flops
+    if convention is not None:
+        by_convention = result.flops_by_convention or run.flops
+        if convention not in by_convention:
+            raise UserError(f"{run.run_dir}: no FLOPs under convention {convention!r} "
+                            f"(have {', '.join(sorted(by_convention)) or 'none'})")
+        flops = by_convention[convention]
+    return {"run": run.name, "params": result.n_params,
+            "params_non_embedding": result.n_params_non_embedding,
+            "tokens": result.n_tokens or run.n_tokens, "flops": flops,
+            "budget": result.budget or run.budget, "loss": result.eval_loss,
+            "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir)}
 
 
 def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, LoadInfo]:
-    rows, excluded = [], {}
-    conventions = set()
-    for run_dir in _run_dirs(runs_dir):
-        config = _read_json(run_dir / "config.json") or {}
-        status = _read_json(run_dir / "status.json") or {}
-        state = status.get("state", "pending")
-        result = _read_json(run_dir / "result.json")
-        reason = None
-        if state in ("diverged", "failed"):
-            reason = state
-        elif result is None or state != "done":
-            reason = "unfinished"
-        if reason is None:
-            loss = result.get("eval_loss")
-            if loss is None or not (isinstance(loss, int | float) and math.isfinite(loss)):
-                reason = "no_loss"
+    rows: list[dict] = []
+    excluded: dict[str, int] = {}
+    conventions: set[str] = set()
+    for run in iter_runs(runs_dir):
+        reason = _excluded(run)
         if reason:
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
-        conv = convention or config.get("convention", "6N")
-        conventions.add(conv)
-        flops = result.get("flops")
-        if convention is not None:
-            by_conv = result.get("flops_by_convention") or config.get("flops") or {}
-            if convention not in by_conv:
-                raise UserError(f"{run_dir}: no FLOPs under convention {convention!r} "
-                                f"(have {', '.join(sorted(by_conv)) or 'none'})")
-            flops = by_conv[convention]
-        rows.append({
-            "run": config.get("run_name", run_dir.name),
-            "params": result.get("n_params"),
-            "params_non_embedding": result.get("n_params_non_embedding", np.nan),
-            "tokens": result.get("n_tokens", config.get("n_tokens")),
-            "flops": flops,
-            "budget": result.get("budget", config.get("budget")),
-            "loss": float(result["eval_loss"]),
-            "sweep": config.get("sweep", ""),
-            "eval_bpb": result.get("eval_bpb", np.nan),
-            "run_dir": str(run_dir),
-        })
+        conventions.add(convention or run.convention)
+        rows.append(_point(run, convention))
     if not rows:
         detail = ", ".join(f"{v} {k}" for k, v in sorted(excluded.items())) or "no run dirs"
         raise UserError(f"{runs_dir}: no finished runs to fit ({detail})")
     df = pd.DataFrame(rows)
     for name in ("params", "tokens", "loss"):
         _check_positive(df, name, str(runs_dir))
-    df["flops"] = pd.to_numeric(df["flops"], errors="coerce").astype(np.float64)
+    for name in ("flops", "params_non_embedding", "budget", "eval_bpb"):
+        df[name] = pd.to_numeric(df[name], errors="coerce").astype(np.float64)
     missing_flops = ~np.isfinite(df["flops"].to_numpy())
     df.loc[missing_flops, "flops"] = 6.0 * df["params"] * df["tokens"]
-    df["params_non_embedding"] = pd.to_numeric(df["params_non_embedding"], errors="coerce")
-    df["budget"] = pd.to_numeric(df["budget"], errors="coerce").astype(np.float64)
     inferred = bool(df["budget"].isna().all())
     if inferred:
         df["budget"] = assign_budgets(df["flops"].to_numpy())
@@ -218,28 +198,19 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:
     """Training curves: run, params, step, tokens, flops, loss (training loss per logged step;
     `eval_loss` too where logged). Diverged/failed runs are left out; unfinished ones too
-    unless include_unfinished."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f"{runs_dir}: expected a runs directory")
-    from scaling.fileio import read_jsonl
-
+    unless include_unfinished. Raises UserError when `runs_dir` is not a directory."""
     frames = []
-    for run_dir in _run_dirs(runs_dir):
-        status = _read_json(run_dir / "status.json") or {}
-        state = status.get("state", "pending")
-        if state in ("diverged", "failed") or (state != "done" and not include_unfinished):
+    for run in iter_runs(runs_dir):
+        if run.state in ("diverged", "failed", "unreadable") or (
+                run.state != "done" and not include_unfinished):
             continue
-        config = _read_json(run_dir / "config.json") or {}
-        result = _read_json(run_dir / "result.json") or {}
-        n_params = result.get("n_params") or (config.get("param_counts") or {}).get("total")
-        records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "step" in r]
-        if not records or not n_params:
+        records = [r for r in read_jsonl(run.run_dir / METRICS_FILE) if "step" in r]
+        if not records or not run.n_params:
             continue
         m = pd.DataFrame.from_records(records)
         curve = pd.DataFrame({
-            "run": config.get("run_name", run_dir.name),
-            "params": float(n_params),
+            "run": run.name,
+            "params": float(run.n_params),
             "step": m["step"].astype(int),
             "tokens": pd.to_numeric(m.get("tokens"), errors="coerce"),
             "flops": pd.to_numeric(m.get("flops"), errors="coerce"),

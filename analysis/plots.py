@@ -1,7 +1,7 @@
-"""Figures of a scaling study: pure functions from DataFrames / fit dicts to Figures.
+"""Figures of a scaling study: pure functions from DataFrames and a FitDocument to Figures.
 
-Nothing here fits anything: curves come from the saved fit dict (`fit.json`), points from
-`analysis.load`. Figures are built on `matplotlib.figure.Figure` directly (no pyplot
+Nothing here fits anything: curves are the formulas of the saved fit's results (a
+FitDocument read from `fit.json`), points come from `analysis.load`. Figures are built on `matplotlib.figure.Figure` directly (no pyplot
 state, Agg rendering), and `save_figure` writes a PNG atomically.
 
 Readability rules applied everywhere: log axes for N, D and FLOPs with human-readable tick
@@ -23,13 +23,9 @@ from matplotlib import patheffects, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.recommend import (
-    PARAMETRIC,
-    PARAMETRIC_KEYS,
-    parametric_frontier,
-    parametric_loss,
-    power_frontier,
-)
+from analysis.approach2 import IsoFlopMinimum
+from analysis.approach3 import ParametricLaw
+from analysis.fitdoc import FitDocument
 from scaling.fileio import atomic_write_bytes
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under all common
@@ -43,7 +39,7 @@ APPROACH_STYLE = {
     "vpnls": ("VPNLS (check)", OKABE_ITO[4]),
 }
 # Hoffmann et al. 2022, eq. 10 (Approach 3 as published).
-HOFFMANN_LAW = {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28}
+HOFFMANN_LAW = ParametricLaw(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
 KAPLAN_A = 0.73  # Kaplan et al. 2020: N_opt proportional to C^0.73 (non-embedding N)
 CHINCHILLA_A = 0.50  # Hoffmann et al. 2022, Approach 1
 
@@ -96,9 +92,8 @@ def _log_axis(ax, which: str, kind: str) -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _n_label(fit: dict | None) -> str:
-    kind = (fit or {}).get("params_kind") or "total"
-    return "non-embedding" if kind == "non_embedding" else "total"
+def _n_label(fit: FitDocument | None) -> str:
+    return "non-embedding" if fit is not None and fit.params_kind == "non_embedding" else "total"
 
 
 def _budget_colors(budgets) -> dict:
@@ -110,68 +105,16 @@ def _budget_colors(budgets) -> dict:
     return {b: cmap(0.05 + 0.8 * i / (len(budgets) - 1)) for i, b in enumerate(budgets)}
 
 
-def _params_column(points, fit: dict | None) -> str:
-    if (fit or {}).get("params_kind") == "non_embedding" and "params_non_embedding" in points:
+def _params_column(points, fit: FitDocument | None) -> str:
+    if fit is not None and fit.params_kind == "non_embedding" and "params_non_embedding" in points:
         if points["params_non_embedding"].notna().all():
             return "params_non_embedding"
     return "params"
 
 
-def _law(fit: dict, approach: str = "approach3") -> dict | None:
-    block = (fit or {}).get(approach)
-    if not isinstance(block, dict):
-        return None
-    try:
-        law = {k: float(block[k]) for k in PARAMETRIC_KEYS}
-    except (KeyError, TypeError, ValueError):
-        return None
-    return law if all(math.isfinite(v) for v in law.values()) else None
-
-
-def _first_law(fit: dict) -> tuple[str, dict] | tuple[None, None]:
-    for name in PARAMETRIC:
-        law = _law(fit, name)
-        if law is not None:
-            return name, law
-    return None, None
-
-
-def _minima(fit: dict | None) -> list[dict]:
-    block = (fit or {}).get("approach2")
-    minima = block.get("minima") if isinstance(block, dict) else None
-    return [m for m in (minima or []) if isinstance(m, dict)]
-
-
-def _parabola(minimum: dict, n_params=None, loss=None):
-    """Loss as a function of N for a saved Approach 2 minimum, or None.
-
-    With saved coefficients (`coeffs`: [c2, c1, c0] of loss in log10 N) they are drawn as
-    saved. fit.json stores only the vertex (params_opt, loss_opt) of each parabola, so
-    otherwise the curve drawn has that saved vertex and the curvature that best matches
-    the budget's points about it (least squares with the vertex fixed): a display of the
-    saved minimum, not a new estimate of it. Non-convex fits (no vertex) draw nothing.
-    """
-    coeffs = minimum.get("coeffs")
-    if isinstance(coeffs, list | tuple) and len(coeffs) == 3:
-        try:
-            c2, c1, c0 = (float(c) for c in coeffs)
-        except (TypeError, ValueError):
-            return None
-        return lambda n: c2 * np.log10(n) ** 2 + c1 * np.log10(n) + c0
-    if n_params is None or not minimum.get("curvature_positive", True):
-        return None
-    if not (_pos(minimum.get("params_opt")) and _finite(minimum.get("loss_opt"))):
-        return None
-    u = np.log(np.asarray(n_params, dtype=float)) - math.log(minimum["params_opt"])
-    dy = np.asarray(loss, dtype=float) - minimum["loss_opt"]
-    denominator = float(np.sum(u**4))
-    if denominator <= 0:
-        return None
-    curvature = float(np.sum(dy * u**2)) / denominator
-    if curvature <= 0:
-        return None
-    n0, y0 = float(minimum["params_opt"]), float(minimum["loss_opt"])
-    return lambda n: y0 + curvature * (np.log(n) - math.log(n0)) ** 2
+def _minima(fit: FitDocument | None) -> tuple[IsoFlopMinimum, ...]:
+    a2 = None if fit is None else fit.fitted().get("approach2")
+    return () if a2 is None else a2.minima
 
 
 def _approach_title(name: str | None) -> str:
@@ -216,8 +159,8 @@ def _legend_outside(ax, **kwargs) -> None:
 # --------------------------------------------------------------------------- figures
 
 
-def isoflop_figure(points, fit: dict | None = None) -> Figure:
-    """Final loss against N, one colour per budget; fitted parabolas and their minima
+def isoflop_figure(points, fit: FitDocument | None = None) -> Figure:
+    """Final loss against N, one colour per budget; the saved parabolas and their minima
     (filled star: bracketed by the sampled sizes; open star: not bracketed)."""
     fig = _new_figure(figsize=(9.0, 5.2))
     ax = fig.add_subplot()
@@ -228,9 +171,9 @@ def isoflop_figure(points, fit: dict | None = None) -> Figure:
     if len(loose):
         ax.scatter(loose[col], loose["loss"], s=14, color="#999999", zorder=2,
                    label=f"no budget level ({len(loose)} runs)")
-    minima = {round(math.log10(m["budget"]), 2): m for m in _minima(fit)
-              if _pos(m.get("budget"))}
-    law_name, law = _first_law(fit or {})
+    minima = {round(math.log10(m.budget), 2): m for m in _minima(fit)}
+    law_name, law = fit.parametric() if fit is not None else (None, None)
+    drawn = []
     for budget in budgets:
         group = points[points["budget"] == budget].sort_values(col)
         color = palette[budget]
@@ -238,38 +181,21 @@ def isoflop_figure(points, fit: dict | None = None) -> Figure:
                    label=f"{human_flops(budget)} FLOPs ({len(group)} runs)")
         n_grid = np.geomspace(group[col].min() / 1.3, group[col].max() * 1.3, 200)
         minimum = minima.get(round(math.log10(budget), 2))
-        curve = _parabola(minimum, group[col], group["loss"]) if minimum else None
+        curve = minimum.loss(n_grid) if minimum else None
+        drawn.append(curve is not None)
         if curve is not None:
-            ax.plot(n_grid, curve(n_grid), color=color, lw=1.4, zorder=2)
+            ax.plot(n_grid, curve, color=color, lw=1.4, zorder=2)
         elif law is not None:
-            ax.plot(n_grid, parametric_loss(law, n_grid, budget / (6 * n_grid)), color=color,
+            ax.plot(n_grid, law.predict(n_grid, budget / (6 * n_grid)), color=color,
                     lw=1.0, ls="--", zorder=2)
             if not minimum:
-                n_best, d_best = parametric_frontier(law, budget)
-                ax.scatter([n_best], [parametric_loss(law, n_best, d_best)], marker="D", s=40,
+                ax.scatter([law.params_opt(budget)], [law.loss_opt(budget)], marker="D", s=40,
                            zorder=4, facecolors=color, edgecolors="black", linewidths=0.8)
-        if minimum and _pos(minimum.get("params_opt")) and _finite(minimum.get("loss_opt")):
-            bracketed = bool(minimum.get("bracketed", True))
-            ax.scatter([minimum["params_opt"]], [minimum["loss_opt"]], marker="*",
-                       s=170 if len(budgets) <= 8 else 90,
-                       zorder=4, edgecolors="black", linewidths=0.8,
-                       facecolors=color if bracketed else "white")
-    # Proxy entries explaining the marks once, not per budget.
-    if minima:
-        ax.scatter([], [], marker="*", s=120, facecolors="grey", edgecolors="black",
-                   label="IsoFLOP minimum (bracketed)")
-    elif law is not None:
-        ax.scatter([], [], marker="D", s=40, facecolors="grey", edgecolors="black",
-                   label=f"minimum of the {_approach_title(law_name)} law")
-    if any(not m.get("bracketed", True) for m in minima.values()):
-        ax.scatter([], [], marker="*", s=120, facecolors="white", edgecolors="black",
-                   label="minimum NOT bracketed")
-    drawn = [minima.get(round(math.log10(b), 2)) for b in budgets]
-    if any(m and m.get("curvature_positive", True) for m in drawn):
-        ax.plot([], [], color="grey", lw=1.4, label="parabola in log N (Approach 2)")
-    if law is not None and not all(m and m.get("curvature_positive", True) for m in drawn):
-        ax.plot([], [], color="grey", lw=1.0, ls="--",
-                label=f"{_approach_title(law_name)} law at fixed C")
+        if minimum:
+            ax.scatter([minimum.params_opt], [minimum.loss_opt], marker="*",
+                       s=170 if len(budgets) <= 8 else 90, zorder=4, edgecolors="black",
+                       linewidths=0.8, facecolors=color if minimum.bracketed else "white")
+    _isoflop_legend(ax, minima, drawn, law_name if law is not None else None)
     _clip_outliers(ax, points["loss"].to_numpy(float))
     ax.set_xlabel(f"Parameters N ({_n_label(fit)}, count)")
     ax.set_ylabel("Final loss (nats / token)")
@@ -280,11 +206,30 @@ def isoflop_figure(points, fit: dict | None = None) -> Figure:
     return fig
 
 
-def _budget_range(fit: dict | None, points=None, extra: float | None = None) -> tuple[float, float]:
+def _isoflop_legend(ax, minima: dict, drawn: list[bool], law_name: str | None) -> None:
+    """Proxy entries explaining the marks once, not per budget."""
+    if minima:
+        ax.scatter([], [], marker="*", s=120, facecolors="grey", edgecolors="black",
+                   label="IsoFLOP minimum (bracketed)")
+    elif law_name is not None:
+        ax.scatter([], [], marker="D", s=40, facecolors="grey", edgecolors="black",
+                   label=f"minimum of the {_approach_title(law_name)} law")
+    if any(not m.bracketed for m in minima.values()):
+        ax.scatter([], [], marker="*", s=120, facecolors="white", edgecolors="black",
+                   label="minimum NOT bracketed")
+    if any(drawn):
+        ax.plot([], [], color="grey", lw=1.4, label="parabola in log N (Approach 2)")
+    if law_name is not None and not all(drawn):
+        ax.plot([], [], color="grey", lw=1.0, ls="--",
+                label=f"{_approach_title(law_name)} law at fixed C")
+
+
+def _budget_range(fit: FitDocument | None, points=None,
+                  extra: float | None = None) -> tuple[float, float]:
     budgets = []
     if points is not None and "budget" in points:
         budgets += [float(b) for b in points["budget"].unique() if _pos(b)]
-    budgets += [float(m["budget"]) for m in _minima(fit) if _pos(m.get("budget"))]
+    budgets += [m.budget for m in _minima(fit)]
     if extra is not None and _pos(extra):
         budgets.append(float(extra))
     if not budgets:
@@ -292,105 +237,81 @@ def _budget_range(fit: dict | None, points=None, extra: float | None = None) -> 
     return min(budgets) / 3.0, max(budgets) * 3.0
 
 
-def _frontier_samples(block: dict, approach: str, budgets: np.ndarray):
-    boot = block.get("bootstrap")
-    if not isinstance(boot, dict) or not isinstance(boot.get("samples"), dict):
-        return None
-    samples = boot["samples"]
-    keys = PARAMETRIC_KEYS if approach in PARAMETRIC else ("a", "k_params")
-    try:
-        law = {k: np.asarray(samples[k], dtype=float)[:, None] for k in keys}
-        for extra in ("b", "k_tokens"):
-            if approach not in PARAMETRIC and extra in samples:
-                law[extra] = np.asarray(samples[extra], dtype=float)[:, None]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if approach in PARAMETRIC:
-        n, d = parametric_frontier(law, budgets[None, :])
-    else:
-        n, d = power_frontier(law, budgets[None, :])
-    return n, d, float(boot.get("level", 0.8))
+def _frontier_lines(ax_n, ax_d, fit: FitDocument, grid: np.ndarray):
+    """Each approach's N*(C), D*(C) with its bootstrap band; returns the anchor (C, N*, D*)
+    of Approach 3 (else of the first approach) for the reference slopes."""
+    anchor = None
+    for approach, result in fit.fitted().items():
+        label, color = APPROACH_STYLE[approach]
+        n, d = result.params_opt(grid), result.tokens_opt(grid)
+        if not np.all(np.isfinite(n)):
+            continue
+        ci = fit.interval(approach, "a")
+        tag = f"{label}: a={float(result.a):.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        ax_n.plot(grid, n, color=color, lw=2, label=tag)
+        ax_d.plot(grid, d, color=color, lw=2, label=label)
+        samples = fit.sample_laws(approach)
+        if samples is not None:
+            law = samples[0].column()
+            tail = (1 - fit.level(approach)) / 2 * 100
+            with np.errstate(invalid="ignore"):
+                for ax, values in ((ax_n, law.params_opt(grid)), (ax_d, law.tokens_opt(grid))):
+                    q = np.nanpercentile(values, [tail, 100 - tail], axis=0)
+                    ax.fill_between(grid, q[0], q[1], color=color, alpha=0.18, lw=0)
+        if anchor is None or approach == "approach3":
+            mid = len(grid) // 2
+            anchor = (grid[mid], n[mid], d[mid])
+    return anchor
 
 
-def _point_frontier(block: dict, approach: str, budgets: np.ndarray):
-    try:
-        if approach in PARAMETRIC:
-            return parametric_frontier({k: float(block[k]) for k in PARAMETRIC_KEYS}, budgets)
-        law = {k: float(block[k]) for k in ("a", "k_params")}
-        for extra in ("b", "k_tokens"):
-            if _finite(block.get(extra)):
-                law[extra] = float(block[extra])
-        return power_frontier(law, budgets)
-    except (KeyError, TypeError, ValueError):
-        return None
+def _minima_marks(ax_n, ax_d, minima) -> None:
+    bracketed = [m for m in minima if m.bracketed]
+    loose = [m for m in minima if not m.bracketed]
+    for ax, key in ((ax_n, "params_opt"), (ax_d, "tokens_opt")):
+        ax.scatter([m.budget for m in bracketed], [getattr(m, key) for m in bracketed],
+                   color=OKABE_ITO[1], edgecolors="black", zorder=4, s=30, label="IsoFLOP minima")
+        if loose:
+            ax.scatter([m.budget for m in loose], [getattr(m, key) for m in loose],
+                       facecolors="white", edgecolors=OKABE_ITO[1], zorder=4, s=30,
+                       label="IsoFLOP minima (not bracketed)")
 
 
-def frontier_figure(fit: dict, points=None, budget: float | None = None) -> Figure:
+def _reference_lines(ax_n, ax_d, grid: np.ndarray, anchor) -> None:
+    """Hoffmann et al.'s published law, and Chinchilla's and Kaplan's slopes through ours."""
+    for ax, values in ((ax_n, HOFFMANN_LAW.params_opt(grid)), (ax_d, HOFFMANN_LAW.tokens_opt(grid))):
+        ax.plot(grid, values, color="grey", ls=":", lw=1.5,
+                label="Hoffmann et al. 2022 (Approach 3)")
+    if anchor is None:
+        return
+    c0, n0, d0 = anchor
+    for exponent, style, name in ((CHINCHILLA_A, "-.", "Chinchilla"),
+                                  (KAPLAN_A, "--", "Kaplan et al. 2020")):
+        ax_n.plot(grid, n0 * (grid / c0) ** exponent, color="black", ls=style, lw=0.9,
+                  alpha=0.7, label=f"{name} slopes (N ~ C^{exponent:.2f}, "
+                  f"D ~ C^{1 - exponent:.2f}), through our fit")
+        ax_d.plot(grid, d0 * (grid / c0) ** (1 - exponent), color="black", ls=style, lw=0.9,
+                  alpha=0.7)
+
+
+def frontier_figure(fit: FitDocument, points=None, budget: float | None = None) -> Figure:
     """N*(C) and D*(C) of every approach with bootstrap bands, the Approach 2 minima, and
     Chinchilla / Kaplan references; `budget` marks the recommendation's budget."""
     fig = _new_figure(figsize=(12.0, 5.0))
     ax_n, ax_d = fig.subplots(1, 2)
     lo, hi = _budget_range(fit, points, budget)
     grid = np.geomspace(lo, hi, 200)
-    anchor = None
-    for approach, (label, color) in APPROACH_STYLE.items():
-        block = fit.get(approach)
-        if not isinstance(block, dict):
-            continue
-        got = _point_frontier(block, approach, grid)
-        if got is None or not np.all(np.isfinite(got[0])):
-            continue
-        n, d = got
-        a_val = block.get("a")
-        tag = f"{label}: a={a_val:.3f}" if _finite(a_val) else label
-        ci = block.get("a_ci")
-        if isinstance(ci, list | tuple) and len(ci) == 2 and all(_finite(c) for c in ci):
-            tag += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-        ax_n.plot(grid, n, color=color, lw=2, label=tag)
-        ax_d.plot(grid, d, color=color, lw=2, label=label)
-        band = _frontier_samples(block, approach, grid)
-        if band is not None:
-            bn, bd, level = band
-            tail = (1 - level) / 2 * 100
-            with np.errstate(invalid="ignore"):
-                for ax, values in ((ax_n, bn), (ax_d, bd)):
-                    q = np.nanpercentile(values, [tail, 100 - tail], axis=0)
-                    ax.fill_between(grid, q[0], q[1], color=color, alpha=0.18, lw=0)
-        if anchor is None or approach == "approach3":
-            mid = len(grid) // 2
-            anchor = (grid[mid], n[mid], d[mid])
-    minima = [m for m in _minima(fit) if _pos(m.get("params_opt")) and _pos(m.get("budget"))]
-    if minima:
-        for ax, key in ((ax_n, "params_opt"), (ax_d, "tokens_opt")):
-            br = [m for m in minima if m.get("bracketed", True) and _pos(m.get(key))]
-            nb = [m for m in minima if not m.get("bracketed", True) and _pos(m.get(key))]
-            ax.scatter([m["budget"] for m in br], [m[key] for m in br], color=OKABE_ITO[1],
-                       edgecolors="black", zorder=4, s=30, label="IsoFLOP minima")
-            if nb:
-                ax.scatter([m["budget"] for m in nb], [m[key] for m in nb], facecolors="white",
-                           edgecolors=OKABE_ITO[1], zorder=4, s=30,
-                           label="IsoFLOP minima (not bracketed)")
-    n_ref, d_ref = parametric_frontier(HOFFMANN_LAW, grid)
-    ax_n.plot(grid, n_ref, color="grey", ls=":", lw=1.5, label="Hoffmann et al. 2022 (Approach 3)")
-    ax_d.plot(grid, d_ref, color="grey", ls=":", lw=1.5, label="Hoffmann et al. 2022 (Approach 3)")
-    if anchor is not None:
-        c0, n0, d0 = anchor
-        for exponent, style, name in ((CHINCHILLA_A, "-.", "Chinchilla"),
-                                      (KAPLAN_A, "--", "Kaplan et al. 2020")):
-            ax_n.plot(grid, n0 * (grid / c0) ** exponent, color="black", ls=style, lw=0.9,
-                      alpha=0.7, label=f"{name} slopes (N ~ C^{exponent:.2f}, "
-                      f"D ~ C^{1 - exponent:.2f}), through our fit")
-            ax_d.plot(grid, d0 * (grid / c0) ** (1 - exponent), color="black", ls=style, lw=0.9,
-                      alpha=0.7)
-    if budget is not None and _pos(budget):
-        for ax in (ax_n, ax_d):
-            ax.axvline(budget, color=OKABE_ITO[3], lw=1, ls="--")
-            ax.text(budget, 0.02, " target", transform=ax.get_xaxis_transform(),
-                    color=OKABE_ITO[3], fontsize=8, rotation=90, va="bottom", ha="right")
+    anchor = _frontier_lines(ax_n, ax_d, fit, grid)
+    if _minima(fit):
+        _minima_marks(ax_n, ax_d, _minima(fit))
+    _reference_lines(ax_n, ax_d, grid, anchor)
+    for ax in (ax_n, ax_d) if budget is not None and _pos(budget) else ():
+        ax.axvline(budget, color=OKABE_ITO[3], lw=1, ls="--")
+        ax.text(budget, 0.02, " target", transform=ax.get_xaxis_transform(),
+                color=OKABE_ITO[3], fontsize=8, rotation=90, va="bottom", ha="right")
     for ax, what, unit in ((ax_n, "Optimal parameters N*", f"{_n_label(fit)}, count"),
                            (ax_d, "Optimal tokens D*", "count")):
         ax.set_xlim(lo, hi)
-        ax.set_xlabel(f"Training compute C (FLOPs, {fit.get('convention') or '6N'})")
+        ax.set_xlabel(f"Training compute C (FLOPs, {fit.convention})")
         ax.set_ylabel(f"{what} ({unit})")
         ax.grid(True, which="major", alpha=0.3)
         _log_axis(ax, "x", "flops")
@@ -403,10 +324,10 @@ def frontier_figure(fit: dict, points=None, budget: float | None = None) -> Figu
     return fig
 
 
-def landscape_figure(fit: dict, points=None, approach: str | None = None,
+def landscape_figure(fit: FitDocument, points=None, approach: str | None = None,
                      budget: float | None = None) -> Figure:
     """Contours of the fitted L(N, D) with the efficient frontier and IsoFLOP lines."""
-    name, law = (approach, _law(fit, approach)) if approach else _first_law(fit)
+    name, law = fit.parametric(approach)
     fig = _new_figure(figsize=(8.5, 6.5))
     ax = fig.add_subplot()
     if law is None:
@@ -414,7 +335,8 @@ def landscape_figure(fit: dict, points=None, approach: str | None = None,
         ax.set_axis_off()
         return fig
     lo, hi = _budget_range(fit, points, budget)
-    n_front, d_front = parametric_frontier(law, np.geomspace(lo, hi, 100))
+    front = np.geomspace(lo, hi, 100)
+    n_front, d_front = law.params_opt(front), law.tokens_opt(front)
     col = _params_column(points, fit) if points is not None else "params"
     ns = list(n_front)
     ds = list(d_front)
@@ -426,7 +348,7 @@ def landscape_figure(fit: dict, points=None, approach: str | None = None,
     n_grid = np.geomspace(n_lo, n_hi, 300)
     d_grid = np.geomspace(d_lo, d_hi, 300)
     nn, dd = np.meshgrid(n_grid, d_grid)
-    loss = parametric_loss(law, nn, dd)
+    loss = law.predict(nn, dd)
     levels = ticker.MaxNLocator(nbins=14).tick_values(loss.min(), np.quantile(loss, 0.97))
     filled = ax.contourf(nn, dd, loss, levels=levels, cmap="viridis_r", alpha=0.85,
                          extend="max")
@@ -454,7 +376,7 @@ def landscape_figure(fit: dict, points=None, approach: str | None = None,
             continue
         # Label each line where it meets the frontier: labels then sit along one diagonal
         # instead of piling up at the axes' edge.
-        n_at, d_at = parametric_frontier(law, c)
+        n_at, d_at = law.params_opt(c), law.tokens_opt(c)
         if not (n_lo < n_at < n_hi and d_lo < d_at < d_hi):
             j = np.flatnonzero(inside)[-1]
             n_at, d_at = n_grid[j], d_line[j]
@@ -522,17 +444,17 @@ def curves_figure(curves, x: str = "flops") -> Figure:
     return fig
 
 
-def residuals_figure(points, fit: dict, approach: str | None = None) -> Figure:
+def residuals_figure(points, fit: FitDocument, approach: str | None = None) -> Figure:
     """Log-loss residuals of the parametric fit against N (coloured by budget), and their
     distribution; the Huber transition (1e-3) is shaded."""
-    name, law = (approach, _law(fit, approach)) if approach else _first_law(fit)
+    name, law = fit.parametric(approach)
     fig = _new_figure(figsize=(11.0, 4.6))
     ax, ax_hist = fig.subplots(1, 2, width_ratios=(2.2, 1))
     if law is None:
         ax.text(0.5, 0.5, "no parametric law in the fit", ha="center", va="center")
         return fig
     col = _params_column(points, fit)
-    predicted = parametric_loss(law, points[col].to_numpy(float), points["tokens"].to_numpy(float))
+    predicted = law.predict(points[col].to_numpy(float), points["tokens"].to_numpy(float))
     residual = np.log(points["loss"].to_numpy(float)) - np.log(predicted)
     budgets = sorted(points["budget"].dropna().unique())
     palette = _budget_colors(budgets)
@@ -562,6 +484,40 @@ def residuals_figure(points, fit: dict, approach: str | None = None) -> Figure:
     return fig
 
 
+def rollout_figure(rollout: dict) -> Figure:
+    """Rolling-origin validation (fit.json's "rollout"): every predicted run's forecast
+    against its observed loss, with its prediction interval, coloured by origin; the diagonal
+    is a perfect forecast."""
+    fig = _new_figure(figsize=(6.4, 5.4))
+    ax = fig.subplots()
+    steps = rollout.get("steps") or []
+    cmap = matplotlib.colormaps["viridis"]
+    lo_all, hi_all = math.inf, -math.inf
+    for i, step in enumerate(steps):
+        rows = step.get("predicted") or []
+        if not rows:
+            continue
+        obs = np.array([r["observed"] for r in rows])
+        pred = np.array([r["predicted"] for r in rows])
+        pi = np.array([r["pi"] for r in rows])
+        color = cmap(i / max(len(steps) - 1, 1))
+        ax.errorbar(obs, pred, yerr=[pred - pi[:, 0], pi[:, 1] - pred], fmt="o", ms=4,
+                    color=color, alpha=0.8, lw=0.8,
+                    label=f"predicting {human_flops(step['target'])}"
+                    if rollout.get("mode") == "budgets" else f"N >= {human_count(step['target'])}")
+        lo_all = min(lo_all, obs.min(), pi[:, 0].min())
+        hi_all = max(hi_all, obs.max(), pi[:, 1].max())
+    if math.isfinite(lo_all):
+        ax.plot([lo_all, hi_all], [lo_all, hi_all], color="black", lw=0.8, label="forecast = observed")
+    level = rollout.get("level", 0.8)
+    ax.set_xlabel("Observed loss (nats/token)")
+    ax.set_ylabel(f"Forecast loss, {level:.0%} prediction interval (nats/token)")
+    ax.set_title("Rolling-origin validation of the parametric law")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 # --------------------------------------------------------------------------- saving
 
 
@@ -573,9 +529,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
     return Path(path)
 
 
-def _finite(x) -> bool:
-    return isinstance(x, int | float | np.floating) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _pos(x) -> bool:
-    return _finite(x) and x > 0
+    return (isinstance(x, int | float | np.floating) and not isinstance(x, bool)
+            and math.isfinite(x) and x > 0)

@@ -7,7 +7,7 @@ through `html.escape` in the HTML; figures are embedded as base64 PNG data URIs,
 page loads nothing from anywhere else.
 
 The fit is read from `fit.json` (the `scaling fit` artefact); only when it does not exist
-is the fit run once, through the fits module's public function, and saved for next time.
+is it computed once, by the same function as `scaling fit SRC`, and saved for next time.
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import artifacts
+from analysis import artifacts, plots
+from analysis.bootstrap import Holdout
+from analysis.fitdoc import FitDocument, default_fit_path, read_fit, write_fit
+from analysis.fits import fit_points, fit_source
+from analysis.load import load_curves, load_points
 from analysis.plots import human_count, human_flops
-from scaling.errors import RunFailed, UserError
-from scaling.fileio import atomic_write_json, atomic_write_text
+from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
+from scaling.errors import UserError
+from scaling.fileio import atomic_write_text
 
 APPROACH_TITLES = {"approach1": "Approach 1", "approach2": "Approach 2",
                    "approach3": "Approach 3", "vpnls": "VPNLS"}
@@ -159,79 +164,49 @@ def fmt_num(x, digits: int = 3) -> str:
 
 
 def fmt_ci(value, ci) -> str:
-    text = fmt_num(value)
-    if isinstance(ci, list | tuple) and len(ci) == 2 and all(_finite(c) for c in ci):
-        text += f" [{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
-    return text
-
-
-def _finite(x) -> bool:
-    return isinstance(x, int | float | np.floating) and not isinstance(x, bool) and math.isfinite(x)
+    """'value [lo, hi]', or the value alone without an interval."""
+    return fmt_num(value) + (f" [{fmt_num(ci[0])}, {fmt_num(ci[1])}]" if ci else "")
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def fit_table(fit: dict) -> tuple[list[str], list[list[str]]]:
+def fit_table(fit: FitDocument) -> tuple[list[str], list[list[str]]]:
     """Every approach side by side: rows are quantities, cells are 'value [lo, hi]'."""
-    names = [n for n in APPROACH_TITLES if isinstance(fit.get(n), dict) and "error" not in fit[n]]
-    header = ["quantity"] + [APPROACH_TITLES[n] for n in names]
+    blocks = {n: r.to_dict() for n, r in fit.fitted().items()}
+    header = ["quantity"] + [APPROACH_TITLES[n] for n in blocks]
     rows = []
     for key, label in ROWS:
-        if not any(key in fit[n] for n in names):
+        if not any(key in b for b in blocks.values()):
             continue
-        rows.append([label] + [fmt_ci(fit[n].get(key), fit[n].get(f"{key}_ci")) if key in fit[n]
-                               else "-" for n in names])
+        rows.append([label] + [fmt_ci(b[key], fit.interval(n, key)) if key in b else "-"
+                               for n, b in blocks.items()])
     return header, rows
 
 
-def _budget_rows(points, fit: dict, col: str) -> tuple[list[list[str]], list[float]]:
-    minima = {}
-    block = fit.get("approach2")
-    for m in (block or {}).get("minima", []) if isinstance(block, dict) else []:
-        if isinstance(m, dict) and _finite(m.get("budget")) and m["budget"] > 0:
-            minima[round(math.log10(m["budget"]), 2)] = m
+def _budget_rows(points, fit: FitDocument, col: str) -> tuple[list[list[str]], list[float]]:
+    a2 = fit.fitted().get("approach2")
+    minima = {round(math.log10(m.budget), 2): m for m in (a2.minima if a2 else ())}
     rows, unbracketed = [], []
     for budget, group in points.groupby("budget"):
         m = minima.get(round(math.log10(budget), 2))
-        bracketed = None if m is None else bool(m.get("bracketed", True))
-        if bracketed is False:
+        if m is not None and not m.bracketed:
             unbracketed.append(float(budget))
         rows.append([human_flops(budget), str(len(group)),
                      f"{human_count(group[col].min())} - {human_count(group[col].max())}",
                      f"{human_count(group['tokens'].min())} - {human_count(group['tokens'].max())}",
                      fmt_num(group["loss"].min(), 4),
-                     human_count(m.get("params_opt")) if m and _finite(m.get("params_opt"))
-                     else "-",
-                     "-" if bracketed is None else ("yes" if bracketed else "NO")])
+                     "-" if m is None else human_count(m.params_opt),
+                     "-" if m is None else ("yes" if m.bracketed else "NO")])
     return rows, unbracketed
 
 
-def _excluded_text(info) -> str:
-    if hasattr(info, "to_dict"):
-        info = info.to_dict()
-    if not isinstance(info, dict):
-        return "none reported"
-    counts = info.get("excluded", info)
-    if not isinstance(counts, dict):
-        return str(counts)
+def _excluded_text(counts: dict) -> str:
     parts = [f"{k}: {v}" for k, v in counts.items() if isinstance(v, int | float) and v]
     return ", ".join(parts) if parts else "none"
 
 
-def build_document(points, fit: dict, rec, *, source: str, info=None,
-                   figures: list[tuple[Path, str, str]] = (), validation=None,
-                   fit_warnings: list[str] = ()) -> Document:
-    """The report's content from already-loaded data, fit and recommendation."""
-    doc = Document("Scaling-law report")
-    col = "params"
-    if fit.get("params_kind") == "non_embedding" and "params_non_embedding" in points:
-        col = "params_non_embedding"
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    doc.p(f"Source: {source}. Generated {now}. FLOPs convention: "
-          f"{fit.get('convention') or '6N'}; N is the {'non-embedding' if col != 'params' else 'total'}"
-          " parameter count.")
-
+def _data_section(doc: Document, points, fit: FitDocument, col: str, excluded: dict) -> list:
     doc.h("Data")
     budgets = sorted(float(b) for b in points["budget"].dropna().unique())
     unassigned = int(points["budget"].isna().sum())
@@ -242,7 +217,7 @@ def build_document(points, fit: dict, rec, *, source: str, info=None,
            else "") + span
         + (f"; {unassigned} runs match no budget level (used by Approach 3 only)."
            if unassigned else "."),
-        f"Excluded runs: {_excluded_text(info if info is not None else fit.get('excluded'))}.",
+        f"Excluded runs: {_excluded_text(excluded)}.",
         *([f"Sweeps: {', '.join(sorted(map(str, points['sweep'].dropna().unique())))}."]
           if "sweep" in points and points["sweep"].astype(bool).any() else []),
         f"Model sizes: {human_count(points[col].min())} to {human_count(points[col].max())} "
@@ -252,33 +227,43 @@ def build_document(points, fit: dict, rec, *, source: str, info=None,
     budget_rows, unbracketed = _budget_rows(points, fit, col)
     doc.table(["budget (FLOPs)", "runs", "N range", "D range", "best loss", "IsoFLOP N*",
                "minimum bracketed"], budget_rows)
+    return unbracketed
 
+
+def _laws_section(doc: Document, fit: FitDocument) -> None:
     doc.h("Fitted laws, all approaches")
     header, rows = fit_table(fit)
-    level = _level(fit)
-    if _bootstrapped(fit):
-        intervals = (f"Point estimates with {level:.0%} bootstrap intervals in brackets. ")
+    if fit.bootstrap:
+        intervals = f"Point estimates with {fit.level():.0%} bootstrap intervals in brackets. "
     else:
         intervals = ("Point estimates only: the fit was not bootstrapped (run `scaling fit "
                      "--bootstrap 1000` for intervals). ")
     doc.p(intervals + "Under C = 6ND: N*(C) = G (C/6)^a and D*(C) = (C/6)^b / G for the "
           "parametric law; N*(C) = k_params C^a, D*(C) = k_tokens C^b for approaches 1 and 2.")
     doc.table(header, rows)
-    failed = [f"{APPROACH_TITLES[n]}: {fit[n]['error']}" for n in APPROACH_TITLES
-              if isinstance(fit.get(n), dict) and "error" in fit[n]]
+    failed = [f"{APPROACH_TITLES[n]}: {e}" for n, e in fit.errors().items()]
     if failed:
         doc.p("Approaches that could not be fitted on these data:")
         doc.ul(failed)
-    if validation:
-        rows = holdout_rows(validation)
-        if rows:
-            doc.p(f"Leave-largest-budget-out check: fitted on the budgets below "
-                  f"{human_flops(validation['budget'])}, predicting that budget's IsoFLOP "
-                  "minimum (observed: the parabola vertex of its own runs).")
-            doc.table(["approach", "predicted N*", "observed N*", "N* error",
-                       "predicted min loss", "observed min loss", "mean |loss error| per run"],
-                      rows)
+    holdout = fit.validation.get("holdout")
+    if holdout is not None:
+        doc.p(f"Leave-largest-budget-out check: fitted on the budgets below "
+              f"{human_flops(holdout.budget)}, predicting that budget's IsoFLOP "
+              "minimum (observed: the parabola vertex of its own runs).")
+        doc.table(["approach", "predicted N*", "observed N*", "N* error",
+                   "predicted min loss", "observed min loss", "mean |loss error| per run"],
+                  holdout_rows(holdout))
 
+    if fit.rollout:
+        rows = rollout_rows(fit.rollout)
+        if rows:
+            doc.p(f"Rolling-origin validation over {fit.rollout['mode']}: fit on each "
+                  "origin's past, predict what follows ("
+                  f"{fit.rollout['level']:.0%} prediction intervals).")
+            doc.table(["predicted", "fitted runs", "loss* error", "ln(N* pred/obs)",
+                       "mean |loss error| per run", "runs in PI"], rows)
+
+def _recommendation_section(doc: Document, fit: FitDocument, rec) -> None:
     doc.h(f"Recommendation for C = {human_flops(rec.budget)} FLOPs")
     lvl = f" ({rec.level:.0%} interval)" if rec.level else ""
     doc.p(f"From {APPROACH_TITLES.get(rec.approach, rec.approach)}; mode: "
@@ -311,6 +296,24 @@ def build_document(points, fit: dict, rec, *, source: str, info=None,
                     f"{rec.shape_rel_error:+.2%}" if rec.shape_rel_error is not None else "-",
                     human_count(rec.shape_tokens)]])
 
+
+def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict | None = None,
+                   figures: list[tuple[Path, str, str]] = (),
+                   fit_warnings: list[str] = ()) -> Document:
+    """The report's content from already-loaded data, fit and recommendation. `excluded`
+    counts the runs left out by reason (default: the fit's own count)."""
+    doc = Document("Scaling-law report")
+    col = "params"
+    if fit.params_kind == "non_embedding" and "params_non_embedding" in points:
+        col = "params_non_embedding"
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    doc.p(f"Source: {source}. Generated {now}. FLOPs convention: "
+          f"{fit.convention}; N is the {'non-embedding' if col != 'params' else 'total'}"
+          " parameter count.")
+    unbracketed = _data_section(doc, points, fit, col,
+                                dict(fit.excluded if excluded is None else excluded))
+    _laws_section(doc, fit)
+    _recommendation_section(doc, fit, rec)
     worst = worst_fit_rows(points, fit, col)
     if worst:
         doc.h("Runs the parametric law fits worst")
@@ -319,12 +322,10 @@ def build_document(points, fit: dict, rec, *, source: str, info=None,
     if extra:
         doc.p("Other columns in the data (kept, not used by the fit): " + ", ".join(map(str, extra))
               + ".")
-
     doc.h("Caveats")
     # Bracketing has its own caveat line; other warnings of the fit are passed on.
     doc.ul(caveats(points, fit, rec, unbracketed)
            + [f"Fit warning: {w}" for w in fit_warnings if "not bracketed" not in w])
-
     if figures:
         doc.h("Figures")
         for path, rel, caption in figures:
@@ -336,18 +337,12 @@ _STANDARD_COLUMNS = ("run", "params", "params_non_embedding", "tokens", "flops",
                      "sweep", "eval_bpb", "run_dir")
 
 
-def worst_fit_rows(points, fit: dict, col: str, k: int = 5) -> list[list[str]]:
+def worst_fit_rows(points, fit: FitDocument, col: str, k: int = 5) -> list[list[str]]:
     """The k runs with the largest |log L - log L_fit| under the parametric law."""
-    from analysis.recommend import PARAMETRIC, PARAMETRIC_KEYS, parametric_loss
-
-    for name in PARAMETRIC:
-        block = fit.get(name)
-        if isinstance(block, dict) and all(_finite(block.get(key)) for key in PARAMETRIC_KEYS):
-            law = {key: float(block[key]) for key in PARAMETRIC_KEYS}
-            break
-    else:
+    _, law = fit.parametric()
+    if law is None:
         return []
-    predicted = parametric_loss(law, points[col].to_numpy(float), points["tokens"].to_numpy(float))
+    predicted = law.predict(points[col].to_numpy(float), points["tokens"].to_numpy(float))
     residual = np.log(points["loss"].to_numpy(float)) - np.log(predicted)
     order = np.argsort(-np.abs(residual))[:k]
     names = points["run"] if "run" in points else points.index
@@ -356,25 +351,39 @@ def worst_fit_rows(points, fit: dict, col: str, k: int = 5) -> list[list[str]]:
              fmt_num(predicted[i], 4), f"{residual[i]:+.4f}"] for i in order]
 
 
-def holdout_rows(holdout: dict) -> list[list[str]]:
-    """Rows of the holdout table from fit.json's "holdout" block (bootstrap module)."""
-    observed = holdout.get("observed") if isinstance(holdout, dict) else None
-    if not isinstance(observed, dict) or not _finite(holdout.get("budget")):
-        return []
+def rollout_rows(rollout: dict) -> list[list[str]]:
+    """Rows of the rollout table from fit.json's "rollout" block (analysis.rollout)."""
+    def _finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    rows = []
+    for st in rollout.get("steps") or []:
+        target = (human_flops(st["target"]) if rollout.get("mode") == "budgets"
+                  else f"N >= {human_count(st['target'])}")
+        rows.append([target, str(st["n_train"]),
+                     f"{st['loss_opt_error']:+.2%}" if _finite(st.get("loss_opt_error")) else "-",
+                     f"{st['params_opt_log_error']:+.3f}"
+                     if _finite(st.get("params_opt_log_error")) else "-",
+                     f"{st['points_loss_mean_abs_rel_error']:.2%}",
+                     f"{st['points_pi_coverage']:.0%}"])
+    return rows
+
+
+def holdout_rows(holdout: Holdout) -> list[list[str]]:
+    """Rows of the holdout table (analysis.bootstrap.Holdout)."""
     rows = []
     for name in ("approach2", "approach3"):
-        h = holdout.get(name)
-        if not isinstance(h, dict) or not _finite(h.get("params_opt")):
+        h = holdout.predicted.get(name)
+        if h is None:
             continue
         log_error = h.get("params_opt_log_error")
         rows.append([
             APPROACH_TITLES[name], human_count(h["params_opt"]),
-            human_count(observed.get("params_opt")) if _finite(observed.get("params_opt"))
-            else "-",
-            f"{math.exp(log_error) - 1:+.1%}" if _finite(log_error) else "-",
-            fmt_num(h.get("loss_opt"), 4), fmt_num(observed.get("loss_opt"), 4),
+            human_count(holdout.observed_params_opt),
+            "-" if log_error is None else f"{math.exp(log_error) - 1:+.1%}",
+            fmt_num(h.get("loss_opt"), 4), fmt_num(holdout.observed_loss_opt, 4),
             f"{h['points_loss_mean_abs_rel_error']:.2%}"
-            if _finite(h.get("points_loss_mean_abs_rel_error")) else "-"])
+            if "points_loss_mean_abs_rel_error" in h else "-"])
     return rows
 
 
@@ -387,38 +396,17 @@ def _count_ci(value, ci) -> str:
     return human_count(value) + (" " + _ci_text(ci, True) if ci else "")
 
 
-def _bootstrapped(fit: dict) -> bool:
-    return any(isinstance(fit.get(n), dict) and isinstance(fit[n].get("bootstrap"), dict)
-               or isinstance(fit.get(n), dict) and any(k.endswith("_ci") for k in fit[n])
-               for n in APPROACH_TITLES)
-
-
-def _level(fit: dict) -> float:
-    for name in APPROACH_TITLES:
-        boot = (fit.get(name) or {}).get("bootstrap") if isinstance(fit.get(name), dict) else None
-        if isinstance(boot, dict) and _finite(boot.get("level")):
-            return float(boot["level"])
-    return 0.8
-
-
-def _other_approaches(fit: dict, budget: float) -> list[list[str]]:
-    from analysis.recommend import recommend
-
+def _other_approaches(fit: FitDocument, budget: float) -> list[list[str]]:
     rows = []
-    for name, title in APPROACH_TITLES.items():
-        if not isinstance(fit.get(name), dict) or "error" in fit[name]:
-            continue
-        try:
-            r = recommend(fit, budget, approach=name, vocab_size=None)
-        except UserError:
-            continue
-        rows.append([title, _count_ci(r.n_params, r.ci.get("n_params")),
+    for name in fit.fitted():
+        r = recommend(fit, budget, approach=name, vocab_size=None)
+        rows.append([APPROACH_TITLES[name], _count_ci(r.n_params, r.ci.get("n_params")),
                      _count_ci(r.n_tokens, r.ci.get("n_tokens")),
                      f"{r.tokens_per_param:.1f}"])
     return rows
 
 
-def caveats(points, fit: dict, rec, unbracketed: list[float]) -> list[str]:
+def caveats(points, fit: FitDocument, rec, unbracketed: list[float]) -> list[str]:
     out = []
     n_points = len(points)
     out.append(f"{n_points} points for a 5-parameter law"
@@ -428,7 +416,7 @@ def caveats(points, fit: dict, rec, unbracketed: list[float]) -> list[str]:
         out.append("Minimum NOT bracketed (the lowest loss is at the smallest or largest size "
                    "tried) for budgets " + ", ".join(human_flops(b) for b in unbracketed)
                    + ": their Approach 2 minima are extrapolations; widen the size grid there.")
-    elif isinstance(fit.get("approach2"), dict):
+    elif "approach2" in fit.fitted():
         out.append("Every budget's IsoFLOP minimum is bracketed by the sizes tried.")
     largest = float(np.nanmax(points["flops"] if "flops" in points else points["budget"]))
     decades = math.log10(rec.budget / largest)
@@ -438,7 +426,7 @@ def caveats(points, fit: dict, rec, unbracketed: list[float]) -> list[str]:
                    "extrapolation grows with that distance.")
     else:
         out.append("The target budget is inside the range of the data (no extrapolation).")
-    kind = fit.get("params_kind") or "total"
+    kind = fit.params_kind
     if "params_non_embedding" in points and points["params_non_embedding"].notna().any():
         share = 1 - points["params_non_embedding"] / points["params"]
         out.append(f"N is the {kind.replace('_', '-')} parameter count. Embeddings are "
@@ -448,11 +436,10 @@ def caveats(points, fit: dict, rec, unbracketed: list[float]) -> list[str]:
     else:
         out.append(f"N is the {kind.replace('_', '-')} parameter count (non-embedding counts "
                    "are not in the data).")
-    a_values = {n: fit[n].get("a_ci") for n in APPROACH_TITLES
-                if isinstance(fit.get(n), dict) and isinstance(fit[n].get("a_ci"), list)}
+    a_values = [ci for n in fit.fitted() if (ci := fit.interval(n, "a")) is not None]
     if len(a_values) >= 2:
-        lo = max(ci[0] for ci in a_values.values())
-        hi = min(ci[1] for ci in a_values.values())
+        lo = max(ci[0] for ci in a_values)
+        hi = min(ci[1] for ci in a_values)
         out.append("The approaches' intervals for a overlap." if lo <= hi else
                    "The approaches' intervals for a do NOT overlap: the data do not pin "
                    "down the exponent; see the figures.")
@@ -472,101 +459,73 @@ class ReportPaths:
     fit: Path
 
 
-def _compute_fit(src: Path, fit_path: Path, points, info) -> dict:
-    """Run every approach once (no bootstrap: `scaling fit --bootstrap N` adds intervals)
-    through the fits module's public functions, and save the result where `scaling fit`
-    would, so the next report reads it instead."""
+def _figures(fig_dir: Path, src: Path, points, fit: FitDocument, budget: float):
+    """Every figure of the report, saved as PNG: (path, relative path, caption)."""
+    makers = [
+        ("isoflop", lambda: plots.isoflop_figure(points, fit),
+         "IsoFLOP profiles: final loss against N for each budget, with the fitted parabolas "
+         "and their minima (open star: not bracketed)."),
+        ("frontier", lambda: plots.frontier_figure(fit, points, budget=budget),
+         "Compute-optimal N* and D* against C for every approach, with bootstrap bands and "
+         "Chinchilla / Kaplan references."),
+        ("landscape", lambda: plots.landscape_figure(fit, points, budget=budget),
+         "The fitted loss L(N, D) with the efficient frontier and IsoFLOP lines."),
+        ("residuals", lambda: plots.residuals_figure(points, fit),
+         "Residuals of the parametric fit (log loss), by model size and budget."),
+    ]
+    if fit.rollout.get("steps"):
+        makers.append(("rollout", lambda: plots.rollout_figure(fit.rollout),
+                       "Rolling-origin validation: each run of the next budget (or of larger "
+                       "models) forecast from the fit on what came before, against its "
+                       "observed loss."))
     try:
-        from analysis import fits
-    except ImportError as e:
-        raise RunFailed(f"no saved fit at {fit_path} and the fits module is unavailable: {e}") from None
-    curves = None
-    if src.is_dir():
-        from analysis.load import load_curves
-
-        try:
-            curves = load_curves(src)
-        except UserError:
-            curves = None
-    results = fits.fit_all(points, curves)
-    fit = fits.fit_document(points, info, results)
-    atomic_write_json(fit_path, fit)
-    return fit
+        curves = load_curves(src) if src.is_dir() else None
+    except (UserError, ValueError):  # unreadable curves cost the figure, not the report
+        curves = None
+    if curves is not None and len(curves):
+        makers.append(("curves", lambda: plots.curves_figure(curves),
+                       "Training curves coloured by model size, with their lower envelope."))
+    return [(plots.save_figure(make(), fig_dir / f"{name}.png"), f"figures/{name}.png", caption)
+            for name, make, caption in makers]
 
 
 def build_report(src: str | Path, *, fit_path: str | Path | None = None,
                  out_dir: str | Path | None = None, budget: float | None = None,
                  approach: str = "approach3", points=None, info=None) -> ReportPaths:
-    """Load the runs, read (or once compute) the fit, and write figures, report.md and
-    report.html into `out_dir` (default beside the data: <RUNS_DIR>/report, <stem>_report).
+    """Load the runs, read (or once compute and save) the fit, and write figures, report.md
+    and report.html into `out_dir` (default beside the data: <RUNS_DIR>/report,
+    <stem>_report). The fit, when computed, is `scaling fit`'s default fit of the source.
 
     `points`/`info` may be given already loaded (e.g. from another CSV layout); `src` then
     only names the source and the default locations."""
-    from analysis import plots
-    from analysis.load import load_points
-    from analysis.recommend import recommend
-
     src = Path(src)
     if points is None and not src.exists():
         raise UserError(f"{src}: no such runs directory or CSV")
-    fit_path = Path(fit_path) if fit_path is not None else artifacts.default_fit_path(src)
-    fit = artifacts.read_fit(fit_path) if fit_path.is_file() else None
-    if points is None:
-        # The same points the saved fit saw (it records how many top losses it dropped).
-        dropped = int((fit or {}).get("dropped_highest") or 0)
-        points, info = load_points(src, drop_highest=dropped)
-    if len(points) == 0:
-        raise UserError(f"{src}: no finished runs to report on")
+    fit_path = Path(fit_path) if fit_path is not None else default_fit_path(src)
+    fit = read_fit(fit_path) if fit_path.is_file() else None
     fit_warnings: list[str] = []
     if fit is None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = _compute_fit(src, fit_path, points, info)
+            fit = fit_source(src) if points is None else fit_points(points, info)
         fit_warnings = list(dict.fromkeys(str(w.message) for w in caught))
+        write_fit(fit_path, fit)
+    if points is None:
+        # The same points the saved fit saw (it records how many top losses it dropped).
+        points, info = load_points(src, drop_highest=fit.dropped_highest)
+    if len(points) == 0:
+        raise UserError(f"{src}: no finished runs to report on")
     out = Path(out_dir) if out_dir is not None else artifacts.default_report_dir(src)
-    fig_dir = out / "figures"
     if budget is None:
         budget = 10.0 * float(np.nanmax(points["budget"]) if points["budget"].notna().any()
                               else np.nanmax(points["flops"]))
     vocab, seq_len = artifacts.model_dims(src)
-    from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE
-
     rec = recommend(fit, budget, approach=approach,
                     vocab_size=vocab or DEFAULT_VOCAB_SIZE, seq_len=seq_len or DEFAULT_SEQ_LEN)
-
-    figures: list[tuple[Path, str, str]] = []
-
-    def add(name: str, make, caption: str) -> None:
-        path = fig_dir / f"{name}.png"
-        plots.save_figure(make(), path)
-        figures.append((path, f"figures/{name}.png", caption))
-
-    add("isoflop", lambda: plots.isoflop_figure(points, fit),
-        "IsoFLOP profiles: final loss against N for each budget, with the fitted parabolas "
-        "and their minima (open star: not bracketed).")
-    add("frontier", lambda: plots.frontier_figure(fit, points, budget=rec.budget),
-        "Compute-optimal N* and D* against C for every approach, with bootstrap bands and "
-        "Chinchilla / Kaplan references.")
-    add("landscape", lambda: plots.landscape_figure(fit, points, budget=rec.budget),
-        "The fitted loss L(N, D) with the efficient frontier and IsoFLOP lines.")
-    add("residuals", lambda: plots.residuals_figure(points, fit),
-        "Residuals of the parametric fit (log loss), by model size and budget.")
-    if src.is_dir():
-        try:
-            from analysis.load import load_curves
-
-            curves = load_curves(src)
-        except (UserError, FileNotFoundError, ValueError):
-            curves = None
-        if curves is not None and len(curves):
-            add("curves", lambda: plots.curves_figure(curves),
-                "Training curves coloured by model size, with their lower envelope.")
-
-    validation = None
-    if isinstance(fit.get("holdout"), dict):
-        validation = fit["holdout"]
-    doc = build_document(points, fit, rec, source=str(src), info=info, figures=figures,
-                         validation=validation, fit_warnings=fit_warnings)
+    figures = _figures(out / "figures", src, points, fit, rec.budget)
+    excluded = (info.to_dict() if hasattr(info, "to_dict") else dict(info or {})).get("excluded")
+    doc = build_document(points, fit, rec, source=str(src), excluded=excluded, figures=figures,
+                         fit_warnings=fit_warnings)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render_markdown(doc))
     atomic_write_text(html_path, render_html(doc))

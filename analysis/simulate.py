@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.approach2 import budget_minimum, power_laws_from_minima
-from analysis.approach3 import Approach3Result, fit_approach3, refit_many
+from analysis.approach3 import Approach3Result, ParametricLaw, fit_approach3, refit_many
 from scaling.errors import UserError
 
 # Besiroglu et al. (2024), fit of Chinchilla's Figure 4 data.
@@ -130,13 +130,11 @@ def simulate_study(design: pd.DataFrame, law: Approach3Result = EPOCH_LAW, *,
     if "3" in approaches:
         first = fit_approach3(n, d, loss_SxP[0])
         theta, _ = refit_many(n, d, np.log(loss_SxP), None, first.theta())
-        fits = [Approach3Result.from_theta(t, np.nan, len(n)) for t in theta]
-        samples["approach3.alpha"] = theta[:, 3]
-        samples["approach3.beta"] = theta[:, 4]
-        samples["approach3.E"] = np.exp(theta[:, 2])
-        samples["approach3.a"] = np.array([f.a for f in fits])
-        samples["approach3.params_opt"] = np.array([f.params_opt(target_flops) for f in fits])
-        samples["approach3.loss_opt"] = np.array([f.loss_opt(target_flops) for f in fits])
+        fitted = ParametricLaw(*np.exp(theta[:, :3].T), theta[:, 3], theta[:, 4])
+        samples.update({"approach3.alpha": fitted.alpha, "approach3.beta": fitted.beta,
+                        "approach3.E": fitted.E, "approach3.a": fitted.a,
+                        "approach3.params_opt": fitted.params_opt(target_flops),
+                        "approach3.loss_opt": fitted.loss_opt(target_flops)})
     if "2" in approaches:
         budgets = design["budget"].to_numpy(float)
         groups = [np.nonzero(budgets == c)[0] for c in np.unique(budgets)]

@@ -35,7 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
-from reliability_helpers import cli_env, study_configs, write_finished_run  # noqa: E402
+from reliability_helpers import (  # type: ignore[import-not-found]  # noqa: E402
+    cli_env,
+    study_configs,
+    write_finished_run,
+)
 
 from scaling import runs  # noqa: E402
 
@@ -80,8 +84,8 @@ def timed_cli(args: list[str], cwd: Path) -> float:
 
 def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, float]:
     """(wall seconds for run_local over n_runs pending runs, seconds spent in the view)."""
-    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import run_local
+    from sweeps.progress import SweepProgress
 
     target = root / f"launch{n_runs}{'v' if with_view else ''}"
     generate(target, n_runs, state="pending")
@@ -90,9 +94,7 @@ def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, floa
     in_view = [0.0]
     on_update = None
     if with_view:
-        view = _View(quiet=True)
-        view.dirs = dirs
-        view.flops0 = None
+        view = SweepProgress(quiet=True, dirs=dirs)
 
         def on_update(progress):
             t = time.perf_counter()
@@ -111,12 +113,11 @@ def launcher_time(root: Path, n_runs: int, with_view: bool) -> tuple[float, floa
 
 def view_update_time(runs_root: Path) -> float:
     """Seconds of one progress refresh of `scaling sweep` (it re-reads every run's records)."""
-    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import Progress
+    from sweeps.progress import SweepProgress
 
     dirs = runs.list_run_dirs(runs_root)
-    view = _View(quiet=True)
-    view.dirs, view.flops0 = dirs, None
+    view = SweepProgress(quiet=True, dirs=dirs)
     progress = Progress(total=len(dirs), states={d: "done" for d in dirs})
     t0 = time.perf_counter()
     view.update(progress)
@@ -164,8 +165,8 @@ def main() -> int:
     launch_sizes = [100 // scale, 300 // scale, 1000 // scale]
     header = machine()
     rows = []  # (what, n, seconds)
-    with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as tmp_name:
+        tmp = Path(tmp_name)
         for n in sizes if not args.view_only else []:
             t0 = time.perf_counter()
             d = generate(tmp / f"runs{n}", n)

@@ -34,7 +34,7 @@ from scaling.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig  #
 from scaling.data import load_tokens  # noqa: E402
 from scaling.model import Transformer, loss_and_metrics  # noqa: E402
 from scaling.shapes import make_config  # noqa: E402
-from scaling.train import build_optimizer, decay_mask  # noqa: E402
+from scaling.train_step import build_optimizer, decay_mask  # noqa: E402
 
 SEQ, BATCH, N_LAYERS, EVAL_SEQS = 64, 8, 2, 64
 

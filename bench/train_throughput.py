@@ -5,7 +5,7 @@ and 124M and 350M on accelerators (GPT-2 small/medium: vocabulary 50,304, batch 
 bf16 compute), all SwiGLU, RoPE, tied embeddings, AdamW, this measures side by side in one
 process:
 
-- "suite k=1":  scaling.train's jitted step (the real training code path), 1 step/dispatch;
+- "suite k=1":  scaling.train_step's jitted step (the real training code path), 1 step/dispatch;
 - "suite":      the same with the automatic steps-per-dispatch the trainer picks;
 - "plain jit":  a minimal hand-written jax.jit step of the same model (layers in lax.scan,
   float32, jax.nn.dot_product_attention);
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -51,15 +52,11 @@ reexec_tuned()  # as `scaling train` does: glibc's huge-page malloc tunable
 
 from scaling import mesh as mesh_lib  # noqa: E402
 from scaling.config import OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
+from scaling.dispatch import auto_steps_per_dispatch  # noqa: E402
 from scaling.flops import param_counts  # noqa: E402
 from scaling.shapes import ModelConfig  # noqa: E402
-from scaling.train import (  # noqa: E402
-    TrainState,
-    auto_steps_per_dispatch,
-    compute_dtype_for,
-    device_peak_flops,
-    make_step_fn,
-)
+from scaling.train import device_peak_flops  # noqa: E402
+from scaling.train_step import TrainState, compute_dtype_for, make_step_fn  # noqa: E402
 
 SIZES = {  # name -> (n_layers, d_model, n_heads, head_dim, d_ff, vocab)
     "100K": (2, 64, 4, 16, 192, 256),
@@ -339,6 +336,23 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def markdown_table(rows: list[dict]) -> str:
+    header = ("| size | N | variant | tokens/s | step ms | compile s | GFLOP/s (6N) | "
+              "of matmul peak | MFU | vs plain jit | vs torch eager |")
+    lines = [header, "|" + "---|" * 11]
+
+    def opt(x, fmt):
+        return "n/a" if x is None else format(x, fmt)
+
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['n_params']:,} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
+            f"{r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
+            f"{r['frac_matmul_peak']:.0%} | {opt(r['mfu'], '.1%')} | {r['vs_plain']:.2f}x | "
+            f"{opt(r['vs_torch'], '.2f')}{'' if r['vs_torch'] is None else 'x'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)}")
@@ -364,7 +378,8 @@ def main() -> None:
         n_params = param_counts(cfg)["total"]
         flops_per_token = 6 * n_params
         k_auto = auto_steps_per_dispatch(flops_per_token * batch * seq, backend)
-        variants = [("suite k=1", partial(bench_suite, cfg, 1, batch))]
+        variants: list[tuple[str, Callable[[], Timed | TorchTimed]]] = [
+            ("suite k=1", partial(bench_suite, cfg, 1, batch))]
         if k_auto > 1:
             variants.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto, batch)))
         variants.append(("plain jit", partial(bench_plain, cfg, batch)))
@@ -402,20 +417,7 @@ def main() -> None:
                 "mfu": r["achieved_flops"] / peak_dev if peak_dev else None,
             })
 
-    header = ("| size | N | variant | tokens/s | step ms | compile s | GFLOP/s (6N) | "
-              "of matmul peak | MFU | vs plain jit | vs torch eager |")
-    lines = [header, "|" + "---|" * 11]
-
-    def opt(x, fmt):
-        return "n/a" if x is None else format(x, fmt)
-
-    for r in rows:
-        lines.append(
-            f"| {r['size']} | {r['n_params']:,} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
-            f"{r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
-            f"{r['frac_matmul_peak']:.0%} | {opt(r['mfu'], '.1%')} | {r['vs_plain']:.2f}x | "
-            f"{opt(r['vs_torch'], '.2f')}{'' if r['vs_torch'] is None else 'x'} |")
-    table = "\n".join(lines)
+    table = markdown_table(rows)
     print(table)
     if args.no_write:
         return
@@ -431,7 +433,7 @@ def main() -> None:
         "Versions: jax "
         f"{jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, torch "
         f"{torch_version or 'not installed'}, Python {platform.python_version()}. Bare f32 matmul "
-        f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train's step "
+        f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train_step's step "
         "with N optimizer steps per dispatch; 'plain jit' a minimal hand-written jax.jit step "
         "of the same model; tokens/s are steady state (compile excluded), the median of "
         f"{args.rounds} rounds that interleave the variants. Process environment (all "

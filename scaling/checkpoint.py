@@ -5,7 +5,7 @@ arrays ("state"), and JSON metadata ("meta": step, config digest, elapsed wall t
 The data stream needs nothing: the batch at step k is a pure function of (seed, k).
 
 Restores go into an abstract target (shapes, dtypes, shardings) built by the same code
-path as training (`scaling.train`), so a restored tree is laid out exactly like a fresh
+path as training (`scaling.train_step`), so a restored tree is laid out exactly like a fresh
 one. Saves are synchronous: a checkpoint step that `steps()` lists is complete (orbax
 writes into a temporary directory and renames it at the end, so a kill mid-save leaves
 only a temporary directory that is never listed). A listed checkpoint that still fails to

@@ -14,17 +14,21 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from scaling.errors import UserError
-from scaling.shapes import ModelConfig, drop_default_parameterization
+from scaling.flops import param_counts
+from scaling.model_config import ModelConfig, drop_default_parameterization
 
 SCHEDULES = ("cosine", "constant", "wsd")
+_DATA_ADDED = {"text_column": "text", "vocab_size": None}  # DataConfig keys added later
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "stdlib"  # "stdlib" | "text:PATH" | "synthetic"
-    tokenizer: str = "bytes"  # "bytes" | "bpe:V"
+    source: str = "stdlib"  # scaling.sources: stdlib | text: | parquet: | hf: | hf-disk: | tokens: | synthetic
+    tokenizer: str = "bytes"  # "bytes" | "bpe:V" | "json:PATH"
     eval_tokens: int = 65_536  # held-out tokens, the same for every run of a sweep
     max_epochs: float | None = None  # refuse plans needing more passes over unique data
+    text_column: str = "text"  # parquet:, hf:, hf-disk: the column holding the text
+    vocab_size: int | None = None  # tokens: the vocabulary the ids were made with
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,13 @@ class RunConfig:
 
         e.g. `c1.0e+12_n123456_d9.9e+06_L4_D128_3f2a9c1b` (see sweeps.grid.parse_run_name).
         """
-        from scaling.flops import param_counts  # cheap, but keeps this module import-light
-
         n_params = param_counts(self.model)["total"]
         budget = f"c{self.budget:.1e}_" if self.budget else ""
-        digest = hashlib.sha256(
-            json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        d = self.to_dict()
+        for key, default in _DATA_ADDED.items():  # runs made before these keys keep their names
+            if d["data"].get(key) == default:
+                d["data"].pop(key)
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         return (f"{budget}n{n_params}_d{self.n_tokens:.1e}_L{self.model.n_layers}"
                 f"_D{self.model.d_model}_{digest}")
 

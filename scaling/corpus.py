@@ -6,7 +6,7 @@ Sources:
   decoded as UTF-8 with errors="replace". `site-packages`/`dist-packages` are excluded: they
   hold whatever the user installed, not the standard library, and would make the corpus
   (and its hash) depend on the environment. The stdlib's own `test/` package is kept.
-  One file is one document and one split unit (DESIGN.md: split by a hash of the path).
+  One file is one document and one split unit (docs/architecture.md: split by a hash of the path).
 - "text:PATH": a text file, a `.jsonl` file (one object per line with a string "text"), or
   a directory of them (recursively, sorted; names starting with "." are skipped, and so are
   files whose first 8 KiB contain a NUL byte, i.e. binaries). A JSONL record is a document
@@ -61,18 +61,25 @@ def _unit_hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
 
 
+def split_mask(keys: list[str], where: str) -> np.ndarray:
+    """bool per key, True = validation (the hash rule of the module docstring). Needs only
+    the keys, so a streaming source can split before reading any text."""
+    if len(keys) < 2:
+        raise UserError(f"{where}: corpus too small to split into train and validation "
+                        f"({len(keys)} unit; need at least 2 files, records or "
+                        f"{LINES_PER_UNIT}-line blocks)")
+    hashes = np.fromiter((_unit_hash(k) for k in keys), dtype=np.uint64, count=len(keys))
+    is_valid = hashes % VALID_MODULUS == 0
+    if not is_valid.any():
+        is_valid[int(np.argmin(hashes))] = True
+    if is_valid.all():
+        is_valid[int(np.argmax(hashes))] = False
+    return is_valid
+
+
 def split_units(units: list[Unit], where: str) -> tuple[list[Unit], list[Unit]]:
     """Hash split (see module docstring); keeps the units' order within each split."""
-    if len(units) < 2:
-        raise UserError(f"{where}: corpus too small to split into train and validation "
-                        f"({len(units)} unit; need at least 2 files, records or "
-                        f"{LINES_PER_UNIT}-line blocks)")
-    hashes = [_unit_hash(u.key) for u in units]
-    is_valid = [h % VALID_MODULUS == 0 for h in hashes]
-    if not any(is_valid):
-        is_valid[int(np.argmin(np.array(hashes, dtype=np.uint64)))] = True
-    if all(is_valid):
-        is_valid[int(np.argmax(np.array(hashes, dtype=np.uint64)))] = False
+    is_valid = split_mask([u.key for u in units], where)
     train = [u for u, v in zip(units, is_valid, strict=True) if not v]
     valid = [u for u, v in zip(units, is_valid, strict=True) if v]
     return train, valid
@@ -113,7 +120,7 @@ def _is_binary(path: Path) -> bool:
 
 
 def _jsonl_units(path: Path, rel: str, doc_start: int) -> list[Unit]:
-    units = []
+    units: list[Unit] = []
     text = path.read_bytes().decode("utf-8", errors="replace")
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -1,9 +1,13 @@
 """Token streams for training and evaluation, cached on disk, and deterministic batches.
 
 `load_tokens(data_cfg, seq_len=...)` reads the corpus named by `data.source`
-(scaling.corpus: "stdlib", "text:PATH", "synthetic[:...]"), tokenizes it with
-`data.tokenizer` (scaling.tokenizer: "bytes", "bpe:V") and returns memory-mapped 1-D
-train and validation streams. Documents are joined with a separator token (0).
+(scaling.sources: "stdlib", "text:PATH", "parquet:PATH", "hf:NAME[:CONFIG][:SPLIT]",
+"hf-disk:PATH", "synthetic[:...]"), tokenizes it with `data.tokenizer` (scaling.tokenizer:
+"bytes", "bpe:V", "json:PATH"; in worker processes and resumably, scaling.token_cache) and
+returns memory-mapped 1-D train and validation streams. Documents are joined with a
+separator token (0 for bytes and bpe). "tokens:PATH" is already ids: its files are split in
+blocks of TOKEN_BLOCK ids by the corpus hash rule (keys `<relpath>:<block>`) and copied
+into the cache; its bits per byte are bits per token (no text to count bytes of).
 
 Cache: `<cache_dir>/tokens/<corpus_hash[:20]>-<tokenizer>/{train,valid}.bin` (raw uint16
 when V <= 65535, else uint32) + `meta.json` (written last: its presence marks a complete
@@ -24,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from scaling import corpus as corpus_lib
+from scaling import sources as sources_lib
+from scaling import token_cache
 from scaling import tokenizer as tokenizer_lib
 from scaling.config import DataConfig
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CACHE_FORMAT = 1
+TOKEN_BLOCK = 1 << 16  # ids per split unit of a tokens: source
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class TokenData:
     train: np.ndarray  # 1-D token ids (a read-only memmap), documents separated by 0
     valid: np.ndarray  # 1-D held-out token ids
     vocab_size: int
-    corpus_hash: str  # sha256 of the corpus text and split rule (DESIGN: goes in config.json)
+    corpus_hash: str  # sha256 of the corpus text and split rule (goes in config.json)
     bytes_per_token: float  # train split: UTF-8 bytes (separator = 1 byte) per token
     source: str  # human-readable description of the corpus
     tokenizer: str  # the data.tokenizer spec
@@ -74,18 +80,18 @@ def load_tokens(data_cfg: DataConfig, *, seq_len: int, cache_dir=None) -> TokenD
     spec = tokenizer_lib.parse_tokenizer(data_cfg.tokenizer)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     source = data_cfg.source
-    if not isinstance(source, str):
-        raise UserError(f"data.source: expected 'stdlib', 'synthetic' or 'text:PATH', "
-                        f"got {source!r}")
-    if source == "synthetic" or source.startswith("synthetic:"):
+    kind = sources_lib.scheme(source)
+    vocab_size = getattr(data_cfg, "vocab_size", None)
+    if vocab_size is not None and kind != "tokens":
+        raise UserError(f"data.vocab_size: only for a tokens: source (the tokenizer sets the "
+                        f"vocabulary of {source!r})")
+    if kind == "synthetic":
         data = _load_synthetic(source, spec, cache, data_cfg)
-    elif source == "stdlib":
-        data = _load_corpus(corpus_lib.read_stdlib(), spec, cache, data_cfg)
-    elif source.startswith("text:"):
-        data = _load_corpus(corpus_lib.read_text(source), spec, cache, data_cfg)
+    elif kind == "tokens":
+        data = _load_token_files(source, cache, data_cfg)
     else:
-        raise UserError(f"data.source: expected 'stdlib', 'synthetic' or 'text:PATH', "
-                        f"got {source!r}")
+        docs = sources_lib.open_source(source, getattr(data_cfg, "text_column", "text"))
+        data = _load_documents(docs, spec, cache, data_cfg)
     _check_seq_len(data, seq_len, source)
     return data
 
@@ -151,30 +157,20 @@ def _cached(entry: Path, spec, build) -> tuple[np.ndarray, np.ndarray, dict]:
     return hit
 
 
-def _documents(units: list[corpus_lib.Unit]) -> list[str]:
-    """Join consecutive units of the same document (blocks of one file stay contiguous)."""
-    docs: list[str] = []
-    last = None
-    for u in units:
-        if u.doc == last:
-            docs[-1] += u.text
-        else:
-            docs.append(u.text)
-        last = u.doc
-    return docs
-
-
-def _bpe_tokenizer(corpus: corpus_lib.Corpus, spec, cache: Path, train_docs: list[str]):
+def _bpe_tokenizer(docs: sources_lib.DocumentSource, spec, cache: Path) -> str:
+    """The trained BPE of a corpus as JSON, trained once on its training documents."""
     from filelock import FileLock
 
-    path = cache / "tokenizers" / f"{corpus.corpus_hash[:20]}-{spec.tag}.json"
+    path = cache / "tokenizers" / f"{docs.corpus_hash[:20]}-{spec.tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
-            return tokenizer_lib.load_bpe(path.read_text(encoding="utf-8"))
-        tok = tokenizer_lib.train_bpe(train_docs, spec.vocab_size)
-        atomic_write_text(path, tok.to_str())
-        return tok
+            return path.read_text(encoding="utf-8")
+        is_valid = docs.is_valid
+        train_texts = (t for i, t in enumerate(docs.read(0)) if not is_valid[i] and t)
+        text = tokenizer_lib.train_bpe(train_texts, spec.vocab_size).to_str()
+        atomic_write_text(path, text)
+        return text
 
 
 def bpe_tokenizer_path(corpus_hash: str, tokenizer: str, cache_dir=None) -> Path:
@@ -184,22 +180,84 @@ def bpe_tokenizer_path(corpus_hash: str, tokenizer: str, cache_dir=None) -> Path
     return cache / "tokenizers" / f"{corpus_hash[:20]}-{spec.tag}.json"
 
 
-def _load_corpus(corpus: corpus_lib.Corpus, spec, cache: Path, data_cfg: DataConfig) -> TokenData:
-    def build():
-        train_docs = _documents(corpus.train)
-        valid_docs = _documents(corpus.valid)
-        bpe = _bpe_tokenizer(corpus, spec, cache, train_docs) if spec.kind == "bpe" else None
-        train = tokenizer_lib.encode_documents(train_docs, spec, bpe)
-        valid = tokenizer_lib.encode_documents(valid_docs, spec, bpe)
-        n_bytes = sum(len(d.encode("utf-8")) + 1 for d in train_docs)
-        return train, valid, {"corpus_hash": corpus.corpus_hash, "tokenizer": data_cfg.tokenizer,
-                              "source": corpus.description, "train_bytes": n_bytes}
+def _load_documents(docs: sources_lib.DocumentSource, spec, cache: Path,
+                    data_cfg: DataConfig) -> TokenData:
+    entry = _entry_dir(cache, docs.corpus_hash, spec.tag)
 
-    train, valid, meta = _cached(_entry_dir(cache, corpus.corpus_hash, spec.tag), spec, build)
+    def build():
+        bpe_json = _bpe_tokenizer(docs, spec, cache) if spec.kind == "bpe" else None
+        counts = token_cache.build(entry, docs, spec, bpe_json)
+        return {"corpus_hash": docs.corpus_hash, "tokenizer": data_cfg.tokenizer,
+                "source": docs.description, **counts}
+
+    train, valid, meta = _cached_entry(entry, spec.dtype, build)
     return TokenData(train=train, valid=valid, vocab_size=spec.vocab_size,
-                     corpus_hash=corpus.corpus_hash,
+                     corpus_hash=docs.corpus_hash,
                      bytes_per_token=meta["train_bytes"] / max(train.shape[0], 1),
-                     source=corpus.description, tokenizer=data_cfg.tokenizer)
+                     source=docs.description, tokenizer=data_cfg.tokenizer)
+
+
+def _cached_entry(entry: Path, dtype: np.dtype, build) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Like _cached, for builders that write train.bin/valid.bin themselves (streaming)
+    and return only the metadata; meta.json is written last."""
+    from filelock import FileLock
+
+    hit = _read_entry(entry, dtype)
+    if hit is not None:
+        return hit
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry) + ".lock"):
+        hit = _read_entry(entry, dtype)
+        if hit is None:
+            meta = build()
+            atomic_write_json(entry / "meta.json", {**meta, "format": CACHE_FORMAT})
+            hit = _read_entry(entry, dtype)
+    assert hit is not None
+    return hit
+
+
+def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenData:
+    if data_cfg.tokenizer != "bytes":
+        raise UserError(f"data.tokenizer: a tokens: source is already token ids; leave "
+                        f"data.tokenizer unset, got {data_cfg.tokenizer!r}")
+    vocab_size = getattr(data_cfg, "vocab_size", None)
+    files = sources_lib.token_files(source.partition(":")[2], vocab_size)
+    corpus_hash = sources_lib.token_files_hash(files, vocab_size)
+    keys = [f"{f.rel}:{b}" for f in files for b in range(-(-f.ids.shape[0] // TOKEN_BLOCK))]
+    is_valid = corpus_lib.split_mask(keys, "data.source")
+    dtype = np.dtype(np.uint16 if vocab_size <= 65_535 else np.uint32)
+    entry = _entry_dir(cache, corpus_hash, f"ids{vocab_size}")
+    n_total = sum(f.ids.shape[0] for f in files)
+
+    def build():
+        entry.mkdir(parents=True, exist_ok=True)
+        counts = {"train": 0, "valid": 0}
+        outs = {s: open(entry / f"{s}.bin.partial", "wb") for s in counts}  # noqa: SIM115
+        try:
+            k = 0
+            for f in files:
+                for start in range(0, f.ids.shape[0], TOKEN_BLOCK):
+                    split = "valid" if is_valid[k] else "train"
+                    block = np.asarray(f.ids[start:start + TOKEN_BLOCK]).astype(dtype)
+                    outs[split].write(block.tobytes())
+                    counts[split] += block.shape[0]
+                    k += 1
+            for out in outs.values():
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            for out in outs.values():
+                out.close()
+        for split in counts:
+            os.replace(entry / f"{split}.bin.partial", entry / f"{split}.bin")
+        return {"corpus_hash": corpus_hash, "tokenizer": "ids", "source": source,
+                "train_bytes": counts["train"], "n_train": counts["train"],
+                "n_valid": counts["valid"]}
+
+    train, valid, _ = _cached_entry(entry, dtype, build)
+    desc = f"{source} ({len(files)} files, {n_total} ids, vocabulary {vocab_size})"
+    return TokenData(train=train, valid=valid, vocab_size=vocab_size, corpus_hash=corpus_hash,
+                     bytes_per_token=1.0, source=desc, tokenizer=data_cfg.tokenizer)
 
 
 def _load_synthetic(source: str, spec, cache: Path, data_cfg: DataConfig) -> TokenData:
@@ -245,11 +303,14 @@ def _window_starts(n_tokens: int, *, seed: int, step: int, batch_size: int,
 
 
 def train_batch(tokens_1d: np.ndarray, *, seed: int, step: int, batch_size: int,
-                seq_len: int) -> np.ndarray:
+                seq_len: int, rows: slice | None = None) -> np.ndarray:
     """int32 [batch_size, seq_len + 1]: uniformly random windows, a pure function of
-    (seed, step) and the stream."""
+    (seed, step) and the stream. `rows` picks rows of that batch and reads only their
+    tokens (a process of a multi-host run builds only its own slice)."""
     starts_B = _window_starts(tokens_1d.shape[0], seed=seed, step=step, batch_size=batch_size,
                               seq_len=seq_len)
+    if rows is not None:
+        starts_B = starts_B[rows]
     idx_BxL1 = starts_B[:, None] + np.arange(seq_len + 1)[None, :]
     return np.asarray(tokens_1d[idx_BxL1], dtype=np.int32)
 
@@ -311,9 +372,3 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
-
-def timed_load(data_cfg: DataConfig, *, seq_len: int, cache_dir=None) -> tuple[TokenData, float]:
-    """load_tokens plus its wall time in seconds (for logs and benchmarks)."""
-    t0 = time.perf_counter()
-    data = load_tokens(data_cfg, seq_len=seq_len, cache_dir=cache_dir)
-    return data, time.perf_counter() - t0

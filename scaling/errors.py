@@ -1,7 +1,9 @@
-"""Errors the CLI maps to exit codes (DESIGN.md: 2 bad input, 1 a run or fit failed)."""
+"""Errors the CLI maps to exit codes (docs/architecture.md: 2 bad input, 1 a run or fit failed)."""
 
 import math
 from typing import Any
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by SIGTERM, checkpointed, resumable
 
 
 class UserError(ValueError):

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scaling.errors import UserError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -103,8 +105,6 @@ def read_json(path: str | os.PathLike) -> Any:
 def read_json_object(path: str | os.PathLike, *, missing: str = "no such file",
                      expected: str = "a JSON object") -> dict:
     """A user-supplied JSON object, or a one-line UserError naming the file and the problem."""
-    from scaling.errors import UserError
-
     try:
         d = read_json(path)
     except FileNotFoundError:
@@ -143,6 +143,4 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         except json.JSONDecodeError as e:
             if i >= len(lines) - 2:  # only the last line may be cut by a crash
                 return
-            from scaling.errors import UserError
-
             raise UserError(f"{path}: line {i + 1}: not valid JSON ({e.msg})") from None

@@ -4,7 +4,7 @@ Everything here is a pure function of a `ModelConfig` (and a token count or budg
 FLOPs are *training* FLOPs (forward + backward), per token unless a name says otherwise;
 the FLOPs of a run are `flops_per_token(cfg, convention) * n_tokens`.
 
-Parameter groups (the model family of `scaling/shapes.py`, no biases anywhere):
+Parameter groups (the model family of `scaling/model_config.py`, no biases anywhere):
   embedding    vocab_size x d_model
   attention    n_layers * 4 * d_model * d_attn            (Wq, Wk, Wv, Wo; d_attn = n_heads*head_dim)
   mlp          n_layers * 3 * d_model * d_ff  (SwiGLU)  or  n_layers * 2 * d_model * d_ff (GELU)
@@ -35,10 +35,8 @@ score/softmax/value work), and embedding/logits, which sum to its total.
 
 from __future__ import annotations
 
-import math
-
 from scaling.errors import UserError
-from scaling.shapes import ModelConfig
+from scaling.model_config import ModelConfig, mlp_matrices
 
 CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
 BREAKDOWN_PARTS = ("weight_matmuls", "attention", "embedding", "total")
@@ -54,10 +52,6 @@ def check_convention(convention: str, where: str = "convention") -> str:
             if convention.lower() == name.lower():
                 return name
     raise UserError(f"{where}: expected one of {', '.join(CONVENTIONS)}, got {convention!r}")
-
-
-def mlp_matrices(mlp: str) -> int:
-    return 3 if mlp == "swiglu" else 2
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -136,8 +130,3 @@ def run_flops(cfg: ModelConfig, n_tokens: float, convention: str) -> float:
 def tokens_for_budget(cfg: ModelConfig, budget: float, convention: str) -> float:
     """Exact (unrounded) token count at which `cfg` spends `budget` FLOPs; callers round."""
     return budget / flops_per_token(cfg, convention)
-
-
-def params_for_budget_6n(budget: float, tokens_per_param: float) -> float:
-    """N with 6 N (r N) = budget: the compute-optimal N under C = 6ND at r tokens per param."""
-    return math.sqrt(budget / (6.0 * tokens_per_param))

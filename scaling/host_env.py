@@ -32,7 +32,7 @@ def hugepages_help() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         major, minor = (int(x) for x in version.split(".")[:2])
         thp = THP_SETTING.read_text()
     except (ValueError, OSError, AttributeError):  # musl, no sysfs, unparsable

@@ -40,7 +40,7 @@ def initialize_distributed() -> bool:
     n_slurm = int(os.environ.get("SLURM_NTASKS", "1") or 1)
     if not explicit and not (os.environ.get("SLURM_STEP_ID") is not None and n_slurm > 1):
         return False
-    # CPU collectives across processes need gloo (DESIGN.md "JAX notes"); the setting only
+    # CPU collectives across processes need gloo (docs/architecture.md, "JAX notes"); the setting only
     # concerns the CPU backend, so it is harmless on accelerator hosts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
@@ -84,7 +84,7 @@ def logical_spec(names, shape, mesh: Mesh, rules=RULES) -> PartitionSpec:
     if not names:
         return PartitionSpec()
     used: set[str] = set()
-    spec = []
+    spec: list[str | None] = []
     for name, size in zip(names, shape, strict=True):
         axis = rules.get(name)
         if axis is None or axis in used or size % mesh.shape[axis]:
@@ -121,7 +121,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharding(mesh: Mesh, batch_axis: int, ndim: int) -> NamedSharding:
     """Split axis `batch_axis` of an `ndim`-dimensional batch over every data axis."""
-    spec = [None] * ndim
+    spec: list[tuple[str, ...] | None] = [None] * ndim
     spec[batch_axis] = DATA_AXES
     return NamedSharding(mesh, PartitionSpec(*spec))
 

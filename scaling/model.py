@@ -86,7 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.shapes import ModelConfig
+from scaling.model_config import ModelConfig
 
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-6
@@ -191,7 +191,7 @@ def attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kind: str, compute_dtype) -> jax.
         except (NotImplementedError, RuntimeError):  # old cuDNN / GPU: use XLA's kernel
             impl = "xla"
     return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, is_causal=True,
-                                        implementation=impl)
+                                        implementation="cudnn" if impl == "cudnn" else "xla")
 
 
 def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig, cos_LxHalf: jax.Array,

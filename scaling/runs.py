@@ -1,36 +1,35 @@
-"""The run store: one directory per run, atomic records, status, and a lock per run.
+"""The run store: one directory per run, its records written atomically and read back typed.
 
-Layout (DESIGN.md): ``<runs_dir>/<sweep>/<run_name>/`` holding ``config.json``,
-``status.json``, ``metrics.jsonl``, ``checkpoints/`` and ``result.json``. The run name is a
-pure function of the resolved config, so a grid point always maps to the same directory;
-that is the resume key. A sweep root may also hold ``sweep.json`` naming the spec (by hash)
-that owns it, so a second spec cannot silently mix its runs into the first one's.
+Layout (docs/architecture.md): ``<runs_dir>/<sweep or "default">/<run_name>/`` holding ``config.json`` (the
+RunConfig plus derived keys: parameter counts, FLOPs per convention, tokens, recipe),
+``status.json``, ``metrics.jsonl``, ``checkpoints/`` and, once finished, ``result.json``.
+The run name is a pure function of the resolved config, so a grid point always maps to the
+same directory; that is the resume key.
 
 Every write goes through :mod:`scaling.fileio` (temp file, fsync, rename): a reader, or a
-launcher started after a SIGKILL, never sees half a record.
-
-Locking: :class:`RunLock` is an exclusive ``flock`` on ``<run>/.lock`` (the kernel drops it
-when its holder dies) plus an owner record ``<run>/.lock.owner`` (pid, host, heartbeat).
-A lock that is still held although its recorded owner is gone (a dead pid on this host, or
-no heartbeat for ``stale_after`` seconds, e.g. a frozen process or a dead node on a shared
-file system) is broken: the lock file is unlinked, so the old holder keeps a lock on an
-inode nobody else can reach, and the taker locks a fresh one.
+launcher started after a SIGKILL, never sees half a record. Every reader lists runs with
+:func:`iter_runs` (one rule, :func:`list_run_dirs`) and gets a :class:`RunRecord` per run; a
+run whose records cannot be read is a record in state ``unreadable`` with the reason, never
+an exception. A run's lock is :mod:`scaling.lock`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import os
 import socket
+import statistics
 import time
-import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
 from scaling.config import RunConfig
 from scaling.errors import UserError
-from scaling.fileio import atomic_write_json, read_json, read_json_object
+from scaling.fileio import atomic_write_json, read_json_object, read_jsonl
+from scaling.flops import flops_all, param_counts
 
 STATES = ("pending", "running", "done", "diverged", "failed")
 TERMINAL_STATES = ("done", "diverged", "failed")
@@ -40,14 +39,7 @@ CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
-SWEEP_FILE = "sweep.json"
-LOCK_FILE = ".lock"
-OWNER_FILE = ".lock.owner"
-
-# A child process (the trainer) started by the holder of a run's lock names the run here,
-# so its own RunLock on that run is satisfied by the parent's instead of deadlocking.
-INHERITED_LOCK_ENV = "SCALING_RUN_LOCK"
-DEFAULT_STALE_AFTER_S = 600.0
+DEFAULT_STALE_AFTER_S = 600.0  # a running record silent this long is taken for dead
 
 
 # ----------------------------------------------------------------------------- paths
@@ -85,29 +77,23 @@ def list_run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
     """Every directory under ``runs_dir`` holding a config.json, at depth 1 or 2, sorted.
 
     ``runs_dir`` may be a runs root (runs at depth 2) or one sweep's directory (depth 1).
-    Symlinked directories pointing outside ``runs_dir`` are ignored.
+    Hidden entries, and symlinked directories resolving outside ``runs_dir``, are ignored.
     """
     root = Path(runs_dir)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory")
     root_resolved = root.resolve()
+
+    def children(d: Path) -> list[Path]:
+        return [c for c in sorted(d.iterdir()) if not c.name.startswith(".") and c.is_dir()
+                and (root_resolved == c.resolve() or root_resolved in c.resolve().parents)]
+
     found: list[Path] = []
-
-    def inside(p: Path) -> bool:
-        r = p.resolve()
-        return r == root_resolved or root_resolved in r.parents
-
-    for first in sorted(root.iterdir()):
-        if first.name.startswith(".") or not first.is_dir() or not inside(first):
-            continue
+    for first in children(root):
         if (first / CONFIG_FILE).is_file():
             found.append(first)
-            continue
-        for second in sorted(first.iterdir()):
-            if (second.name.startswith(".") or not second.is_dir() or not inside(second)):
-                continue
-            if (second / CONFIG_FILE).is_file():
-                found.append(second)
+        else:
+            found.extend(c for c in children(first) if (c / CONFIG_FILE).is_file())
     return sorted(found)
 
 
@@ -116,8 +102,6 @@ def list_run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
 
 def derived_config_fields(cfg: RunConfig, recipe: str | None = None) -> dict:
     """The informational keys config.json carries beside ``RunConfig.to_dict()``."""
-    from scaling.flops import flops_all, param_counts
-
     per_token = {k: float(v) for k, v in flops_all(cfg.model).items()}
     return {
         "run_name": cfg.run_name(),
@@ -138,8 +122,7 @@ def init_run_dir(runs_dir: str | os.PathLike, cfg: RunConfig, recipe: str | None
     run_dir = run_dir_for(runs_dir, cfg)
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
-        existing = load_run_config(run_dir)
-        if existing != cfg:
+        if load_run_config(run_dir) != cfg:
             raise UserError(f"{config_path}: exists with a different config than planned "
                             f"(edited by hand?); move it away or use another runs dir")
     else:
@@ -166,10 +149,7 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
 def update_config_fields(run_dir: str | os.PathLike, **fields: Any) -> None:
     """Add or change derived keys of config.json (e.g. ``corpus_hash``); never RunConfig fields,
     which would change what the run is without changing its name."""
-    from dataclasses import fields as dc_fields
-
-    core = {f.name for f in dc_fields(RunConfig)}
-    bad = sorted(set(fields) & core)
+    bad = sorted(set(fields) & {f.name for f in dc_fields(RunConfig)})
     if bad:
         raise ValueError(f"update_config_fields: {bad[0]!r} is a RunConfig field, not a derived one")
     d = read_config_json(run_dir)
@@ -177,27 +157,25 @@ def update_config_fields(run_dir: str | os.PathLike, **fields: Any) -> None:
     atomic_write_json(Path(run_dir) / CONFIG_FILE, d)
 
 
-# ----------------------------------------------------------------------------- status
+# ----------------------------------------------------------------------------- status, result
 
 
-def _default_status() -> dict:
-    return {"state": "pending", "pid": None, "host": None, "heartbeat": None, "step": None,
-            "reason": None, "updated": None}
+def _optional_object(path: Path) -> dict | None:
+    """A JSON object record, None when the file is absent; invalid JSON is a UserError."""
+    if not path.exists():
+        return None
+    return read_json_object(path)
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:
     """status.json, with every contract key present. A missing file reads as pending."""
     path = Path(run_dir) / STATUS_FILE
-    status = _default_status()
-    try:
-        d = read_json(path)
-    except FileNotFoundError:
-        return status
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict) or d.get("state") not in STATES:
-        raise UserError(f"{path}: expected an object with state in {', '.join(STATES)}")
-    status.update(d)
+    status = {**dict.fromkeys(STATUS_FIELDS), "state": "pending"}
+    d = _optional_object(path)
+    if d is not None:
+        if d.get("state") not in STATES:
+            raise UserError(f"{path}: expected an object with state in {', '.join(STATES)}")
+        status.update(d)
     return status
 
 
@@ -209,26 +187,21 @@ def write_status(run_dir: str | os.PathLike, state: str, **fields: Any) -> dict:
     """
     if state not in STATES:
         raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
-    previous = read_status(run_dir)
+    status = read_status(run_dir)
     now = time.time()
-    status = dict(previous)
-    if state != previous["state"]:
+    if state != status["state"]:
         status["reason"] = None
     if state == "running":
-        status["pid"] = os.getpid()
-        status["host"] = socket.gethostname()
-        status["heartbeat"] = now
+        status.update(pid=os.getpid(), host=socket.gethostname(), heartbeat=now)
     status.update(fields)
-    status["state"] = state
-    status["updated"] = now
+    status.update(state=state, updated=now)
     atomic_write_json(Path(run_dir) / STATUS_FILE, status)
     return status
 
 
 def heartbeat(run_dir: str | os.PathLike, step: int | None = None) -> None:
     """Mark the run alive at ``step`` (state running, this pid and host, heartbeat now)."""
-    fields: dict[str, Any] = {} if step is None else {"step": int(step)}
-    write_status(run_dir, "running", **fields)
+    write_status(run_dir, "running", **({} if step is None else {"step": int(step)}))
 
 
 def write_result(run_dir: str | os.PathLike, result: dict) -> None:
@@ -236,13 +209,7 @@ def write_result(run_dir: str | os.PathLike, result: dict) -> None:
 
 
 def read_result(run_dir: str | os.PathLike) -> dict | None:
-    path = Path(run_dir) / RESULT_FILE
-    try:
-        return read_json(path)
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return _optional_object(Path(run_dir) / RESULT_FILE)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -262,20 +229,24 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def effective_state(run_dir: str | os.PathLike, status: dict | None = None) -> str:
-    """The state to act on: ``done`` if a result exists (a kill between the result and the
-    status write loses nothing), ``interrupted`` for a running record whose process is gone
-    (same host, dead pid) or silent for longer than the stale limit, else status.json's."""
-    status = read_status(run_dir) if status is None else status
+def _effective(status: dict, has_result: bool) -> str:
     state = status["state"]
-    if state != "done" and state not in ("diverged", "failed") and (Path(run_dir) / RESULT_FILE).exists():
-        return "done"
+    if state in ("pending", "running") and has_result:
+        return "done"  # killed between writing the result and the status: nothing is lost
     if state == "running":
         same_host = status.get("host") == socket.gethostname()
         beat = status.get("heartbeat") or status.get("updated") or 0
         if (same_host and not pid_alive(status.get("pid"))) or time.time() - beat > DEFAULT_STALE_AFTER_S:
             return "interrupted"
     return state
+
+
+def effective_state(run_dir: str | os.PathLike, status: dict | None = None) -> str:
+    """The state to act on: ``done`` if a result exists (a kill between the result and the
+    status write loses nothing), ``interrupted`` for a running record whose process is gone
+    (same host, dead pid) or silent for longer than the stale limit, else status.json's."""
+    status = read_status(run_dir) if status is None else status
+    return _effective(status, (Path(run_dir) / RESULT_FILE).exists())
 
 
 def settle_state(run_dir: str | os.PathLike) -> str:
@@ -288,236 +259,125 @@ def settle_state(run_dir: str | os.PathLike) -> str:
     return state
 
 
-# ----------------------------------------------------------------------------- sweep ownership
+# ----------------------------------------------------------------------------- typed records
 
 
-def spec_hash(spec_dict: dict) -> str:
-    """A stable hash of a sweep spec's content (its canonical JSON)."""
-    return hashlib.sha256(json.dumps(spec_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def claim_sweep_dir(runs_dir: str | os.PathLike, sweep: str, spec_digest: str,
-                    spec_dict: dict | None = None, force: bool = False) -> Path:
-    """Mark ``runs_dir/<sweep>`` as belonging to the spec with hash ``spec_digest``.
-
-    A directory already claimed by a different spec is refused unless ``force`` (then the
-    claim is moved over; runs of the old spec stay on disk, untouched).
-    """
-    sweep_dir = safe_child(runs_dir, sweep)
-    path = sweep_dir / SWEEP_FILE
-    record = {"name": sweep, "spec_hash": spec_digest, "spec": spec_dict, "claimed": time.time()}
-    if path.exists():
-        try:
-            old = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
-        if old.get("spec_hash") == spec_digest:
-            return sweep_dir
-        if not force:
-            raise UserError(f"{sweep_dir}: belongs to another spec (hash {old.get('spec_hash')}, this "
-                            f"one {spec_digest}); use another --runs-dir or pass --force")
-        record["previous_spec_hashes"] = [*old.get("previous_spec_hashes", []), old.get("spec_hash")]
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, record)
-    except PermissionError as e:
-        raise UserError(f"{sweep_dir}: cannot write ({e.strerror})") from None
-    except OSError as e:
-        raise UserError(f"{sweep_dir}: cannot write ({e.strerror or e})") from None
-    return sweep_dir
-
-
-def read_sweep_meta(sweep_dir: str | os.PathLike) -> dict | None:
-    try:
-        return read_json(Path(sweep_dir) / SWEEP_FILE)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+def _number(x: Any) -> Any:
+    """A finite real number from a record (ints stay ints), else None."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return None
+    return x
 
 
-# ----------------------------------------------------------------------------- lock
+def _numbers(d: Any) -> dict[str, float]:
+    return {str(k): v for k, v in d.items() if _number(v) is not None} if isinstance(d, dict) else {}
 
 
-class RunLocked(RuntimeError):
-    """The run is locked by a live owner."""
+def _table(d: dict, key: str) -> dict:
+    return d[key] if isinstance(d.get(key), dict) else {}
 
 
-class RunLock:
-    """Exclusive, crash-safe ownership of one run directory.
+@dataclass(frozen=True)
+class RunResult:
+    """result.json: what a finished run measured (None where the trainer did not write it)."""
 
-    ``with RunLock(run_dir): ...`` waits up to ``timeout`` seconds (``None``: forever,
-    0: one try) and raises :class:`RunLocked` if a live owner keeps it. ``acquire(blocking=False)``
-    returns a bool instead. A held lock whose owner is dead or silent (see the module
-    docstring) is taken over. A process started by the holder with ``child_env()`` in its
-    environment (the trainer under a launcher) finds the lock already held by its parent.
-    """
+    eval_loss: float | None = None
+    eval_bpb: float | None = None
+    n_params: int | None = None
+    n_params_non_embedding: int | None = None
+    n_tokens: int | None = None
+    flops: float | None = None  # under the run's convention
+    flops_by_convention: dict[str, float] = field(default_factory=dict)
+    budget: float | None = None
+    wall_time_s: float | None = None
+    tokens_per_s: float | None = None  # steady-state training rate
 
-    def __init__(self, run_dir: str | os.PathLike, timeout: float | None = 0,
-                 stale_after: float = DEFAULT_STALE_AFTER_S, poll_interval: float = 0.1) -> None:
-        from filelock import FileLock
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        return cls(**{f.name: _number(d.get(f.name)) for f in dc_fields(cls)
+                      if f.name != "flops_by_convention"},
+                   flops_by_convention=_numbers(d.get("flops_by_convention")))
 
-        self.run_dir = Path(run_dir)
-        self.timeout = timeout
-        self.stale_after = stale_after
-        self.poll_interval = poll_interval
-        self._lock_path = self.run_dir / LOCK_FILE
-        self._owner_path = self.run_dir / OWNER_FILE
-        self._make_lock = lambda path: FileLock(str(path), timeout=0, thread_local=False,
-                                                is_singleton=False, fallback_to_soft=False)
-        self._lock = None
-        self._token: str | None = None
-        self._inherited = False
 
-    # -- public
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as every reader sees it: where it is, its resolved config, state and result."""
+
+    run_dir: Path
+    name: str  # the config's run name (else the run directory's name)
+    sweep: str  # the config's sweep (else the directory it sits in; "default" for no sweep)
+    state: str  # effective_state, or "unreadable" (then `reason` says why)
+    reason: str | None = None
+    param_counts: dict[str, float] = field(default_factory=dict)  # by group, "total" included
+    n_tokens: int | None = None
+    flops: dict[str, float] = field(default_factory=dict)  # whole run, per FLOP convention
+    convention: str = "6N"  # the one that sized the run
+    budget: float | None = None
+    vocab_size: int | None = None
+    seq_len: int | None = None
+    n_layers: int | None = None
+    d_model: int | None = None
+    seed: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    n_steps: int | None = None
+    step: int | None = None  # last step status.json reported
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: float | None = None
+    result: RunResult | None = None
+    measured_tokens_per_s: float | None = None  # from metrics.jsonl, when asked for
 
     @property
-    def held(self) -> bool:
-        return self._inherited or self._lock is not None
+    def n_params(self) -> float | None:
+        """Total parameters: the trainer's count, else the planned one."""
+        return (self.result and self.result.n_params) or self.param_counts.get("total")
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if self.held:
-            return True
-        if self._parent_holds():
-            self._inherited = True
-            return True
-        timeout = self.timeout if timeout is None and blocking else timeout
-        deadline = None if (blocking and timeout is None) else time.monotonic() + (timeout or 0)
-        while True:
-            if self._try_lock():
-                return True
-            if self._owner_gone():
-                self._break()
-                if self._try_lock():
-                    return True
-            if not blocking or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            time.sleep(self.poll_interval)
-
-    def release(self) -> None:
-        if self._inherited:
-            self._inherited = False
-            return
-        if self._lock is None:
-            return
-        try:
-            owner = self._read_owner()
-            if owner and owner.get("token") == self._token:
-                self._owner_path.unlink(missing_ok=True)
-        finally:
-            self._lock.release()
-            self._lock = None
-            self._token = None
-
-    def touch(self) -> None:
-        """Refresh this holder's heartbeat so it is never taken for stale."""
-        if self._lock is not None:
-            self._write_owner()
-
-    def child_env(self) -> dict[str, str]:
-        """Environment additions for a child that works on the run under this lock."""
-        return {INHERITED_LOCK_ENV: str(self.run_dir.resolve())}
-
-    def owner(self) -> dict | None:
-        return self._read_owner()
-
-    def __enter__(self) -> RunLock:
-        if not self.acquire(blocking=self.timeout != 0, timeout=self.timeout):
-            owner = self._read_owner() or {}
-            raise RunLocked(f"{self.run_dir}: locked by pid {owner.get('pid')} on {owner.get('host')}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    # -- internals
-
-    def _parent_holds(self) -> bool:
-        if os.environ.get(INHERITED_LOCK_ENV) != str(self.run_dir.resolve()):
-            return False
-        owner = self._read_owner() or {}
-        return owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname()
-
-    def _try_lock(self) -> bool:
-        from filelock import Timeout
-
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"{self.run_dir}: cannot create ({e.strerror or e})") from None
-        lock = self._make_lock(self._lock_path)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        except PermissionError as e:
-            raise UserError(f"{self._lock_path}: cannot lock ({e.strerror or e})") from None
-        self._lock = lock
-        self._token = uuid.uuid4().hex
-        try:
-            self._write_owner()
-        except BaseException:
-            self._lock.release()
-            self._lock = None
-            raise
-        return True
-
-    def _write_owner(self) -> None:
-        atomic_write_json(self._owner_path, {"pid": os.getpid(), "host": socket.gethostname(),
-                                             "token": self._token, "heartbeat": time.time()})
-
-    def _read_owner(self) -> dict | None:
-        try:
-            d = read_json(self._owner_path)
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        return d if isinstance(d, dict) else None
-
-    def _owner_gone(self, owner: dict | None = None) -> bool:
-        owner = self._read_owner() if owner is None else owner
-        if not owner:
-            # Held with no owner record: a holder between flock and writing its record, or
-            # one from before records existed. Only a long silence of the run itself counts.
-            beat = _last_status_beat(self.run_dir)
-            return beat is not None and time.time() - beat > self.stale_after
-        if owner.get("host") == socket.gethostname() and not pid_alive(owner.get("pid")):
-            return True
-        beat = max(owner.get("heartbeat") or 0, _last_status_beat(self.run_dir) or 0)
-        return time.time() - beat > self.stale_after
-
-    def _break(self) -> None:
-        """Unlink a dead owner's lock file, under a short-lived lock so only one taker does it."""
-        from filelock import Timeout
-
-        guard = self._make_lock(self.run_dir / ".lock.break")
-        try:
-            guard.acquire(timeout=5)
-        except Timeout:
-            return
-        try:
-            before = self._read_owner()
-            if not self._owner_gone(before):
-                return
-            # A new holder writes its record right after winning the flock; wait a moment
-            # so a record read in that window is not mistaken for a dead one.
-            time.sleep(min(0.2, self.poll_interval * 2))
-            if self._read_owner() != before or not self._owner_gone(before):
-                return
-            probe = self._make_lock(self._lock_path)
-            try:
-                probe.acquire(timeout=0)
-            except Timeout:
-                self._lock_path.unlink(missing_ok=True)
-                self._owner_path.unlink(missing_ok=True)
-            else:
-                probe.release()  # freed meanwhile: nothing to break
-        finally:
-            guard.release()
+    @property
+    def run_flops(self) -> float | None:
+        """Planned FLOPs of the whole run under its own convention."""
+        return self.flops.get(self.convention)
 
 
-def _last_status_beat(run_dir: Path) -> float | None:
+def measured_tokens_per_s(run_dir: str | os.PathLike) -> float | None:
+    """Median logged tokens/s in metrics.jsonl, the first log left out when there are
+    others (it includes compilation)."""
+    rates = [r["tokens_per_s"] for r in read_jsonl(Path(run_dir) / METRICS_FILE)
+             if (_number(r.get("tokens_per_s")) or 0) > 0]
+    return float(statistics.median(rates[1:] or rates)) if rates else None
+
+
+def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunRecord:
+    """The run's records as a RunRecord; with `throughput`, its measured rate too."""
+    run_dir = Path(run_dir)
+    where: dict[str, Any] = dict(run_dir=run_dir, name=run_dir.name, sweep=run_dir.parent.name)
     try:
-        status = read_json(run_dir / STATUS_FILE)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(status, dict) or status.get("state") != "running":
-        return None
-    return status.get("heartbeat") or status.get("updated")
+        config, status, result = read_config_json(run_dir), read_status(run_dir), read_result(run_dir)
+    except UserError as e:
+        return RunRecord(**where, state="unreadable", reason=str(e))
+    for key, config_key in (("name", "run_name"), ("sweep", "sweep")):  # as the run was named
+        if isinstance(config.get(config_key), str) and config[config_key]:
+            where[key] = config[config_key]
+    state = _effective(status, result is not None)
+    model, optim = _table(config, "model"), _table(config, "optim")
+    convention = config.get("convention")
+    return RunRecord(
+        **where, state=state, reason=status.get("reason") if state != "done" else None,
+        param_counts=_numbers(config.get("param_counts")), n_tokens=_number(config.get("n_tokens")),
+        flops=_numbers(config.get("flops")),
+        convention=convention if isinstance(convention, str) else "6N",
+        budget=_number(config.get("budget")),
+        **{k: _number(model.get(k)) for k in ("vocab_size", "seq_len", "n_layers", "d_model")},
+        seed=_number(config.get("seed")), lr=_number(optim.get("lr")),
+        batch_size=_number(config.get("batch_size")), n_steps=_number(config.get("n_steps")),
+        step=_number(status.get("step")), host=status.get("host"),
+        pid=_number(status.get("pid")), heartbeat=_number(status.get("heartbeat")),
+        result=None if result is None else RunResult.from_dict(result),
+        measured_tokens_per_s=measured_tokens_per_s(run_dir) if throughput else None)
+
+
+def iter_runs(runs_dir: str | os.PathLike, *, throughput: bool = False) -> Iterator[RunRecord]:
+    """A RunRecord for every run under ``runs_dir`` (a runs root or one sweep's directory),
+    in `list_run_dirs` order. Raises UserError at once when ``runs_dir`` is not a directory."""
+    dirs = list_run_dirs(runs_dir)
+    return (read_run(d, throughput=throughput) for d in dirs)

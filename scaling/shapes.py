@@ -1,83 +1,21 @@
-"""ModelConfig: the shape of one decoder-only transformer, and the shape solver.
+"""The shape solver: a target parameter count -> a `ModelConfig` (scaling.model_config).
 
-The model family (what `scaling/model.py` builds and `scaling/flops.py` counts):
-token embedding (vocab_size x d_model); n_layers pre-norm blocks, each with
-RMSNorm (scale only) -> causal multi-head attention with RoPE (Wq, Wk, Wv: d_model x
-n_heads*head_dim, Wo: n_heads*head_dim x d_model, no biases; optional QK-norm with a
-head_dim scale each for q and k) -> RMSNorm -> MLP (SwiGLU: three d_model x d_ff matrices;
-GELU: two), no biases; a final RMSNorm; an unembedding (d_model x vocab_size) unless tied.
-
-`solve_shape` turns a target parameter count into such a shape under a named, frozen recipe:
-a `ShapeRecipe` searches every (width, depth) for the closest count (the "solver"), a
-`LadderRecipe` has one dial, depth, with width = aspect x depth rounded to the head size
-(the "ladder": sizes along a grid are monotone in depth and width). `make_config` applies a
-recipe to a given width and depth; `shape_recipe` looks one up by kind and aspect. Parameter
-counts themselves live in `scaling.flops`.
+`solve_shape` turns a target parameter count into a shape of the model family under a named,
+frozen recipe: a `ShapeRecipe` searches every (width, depth) for the closest count (the
+"solver"), a `LadderRecipe` has one dial, depth, with width = aspect x depth rounded to the
+head size (the "ladder": sizes along a grid are monotone in depth and width). `make_config`
+applies a recipe to a given width and depth; `shape_recipe` looks one up by kind and aspect.
+Parameter counts themselves live in `scaling.flops`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-MLP_KINDS = ("swiglu", "gelu")
-PARAMETERIZATIONS = ("sp", "mup")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    seq_len: int
-    n_layers: int
-    d_model: int
-    n_heads: int
-    head_dim: int
-    d_ff: int
-    mlp: str = "swiglu"
-    tie_embeddings: bool = True
-    qk_norm: bool = False
-    # "sp" (standard) or "mup" (see scaling.model: output multiplier, attention 1/head_dim,
-    # per-group Adam learning rates), which needs the width the base lr was tuned at.
-    parameterization: str = "sp"
-    base_width: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "d_ff"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.{name}: expected a positive integer, got {value!r}")
-        if self.mlp not in MLP_KINDS:
-            raise ValueError(f"model.mlp: expected one of {', '.join(MLP_KINDS)}, got {self.mlp!r}")
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"model.parameterization: expected one of "
-                             f"{', '.join(PARAMETERIZATIONS)}, got {self.parameterization!r}")
-        if self.parameterization == "mup":
-            b = self.base_width
-            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
-                raise ValueError(f"model.base_width: expected a positive integer under mup, got {b!r}")
-        elif self.base_width is not None:
-            raise ValueError("model.base_width: only mup takes a base width")
-
-    @property
-    def width_mult(self) -> float:
-        """d_model / base_width under muP (1 under the standard parameterisation)."""
-        return self.d_model / self.base_width if self.parameterization == "mup" else 1.0
-
-    @property
-    def d_attn(self) -> int:
-        return self.n_heads * self.head_dim
-
-    def to_dict(self) -> dict:
-        return drop_default_parameterization(asdict(self))
-
-
-def drop_default_parameterization(d: dict) -> dict:
-    """The model dict without the parameterisation fields when they are the standard
-    default, so configs (and run-name digests) from before muP existed stay the same."""
-    if d.get("parameterization") == "sp" and d.get("base_width") is None:
-        d = {k: v for k, v in d.items() if k not in ("parameterization", "base_width")}
-    return d
-
+from scaling.errors import UserError, positive_number
+from scaling.flops import param_counts
+from scaling.model_config import MLP_KINDS, ModelConfig, mlp_matrices
 
 # --------------------------------------------------------------------------------------
 # The shape solver: target parameter count -> (n_layers, d_model, n_heads, head_dim, d_ff)
@@ -208,8 +146,6 @@ DEFAULT_LADDER_ASPECT = 64.0
 def shape_recipe(kind: str, aspect_ratio: float | None = None) -> ShapeRecipe:
     """The named recipe of a kind: "solver" (the exact-count search, no aspect option) or
     "ladder" at `aspect_ratio` (64 when None), named `depth-ladder-a<aspect>-v1`."""
-    from scaling.errors import UserError
-
     if kind == "solver":
         if aspect_ratio is not None:
             raise UserError("model.aspect_ratio: only the ladder recipe takes one "
@@ -260,21 +196,7 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
     model of this vocabulary (d_model = 8, one layer) by more than the recipe's tolerance,
     or above MAX_TARGET_PARAMS.
     """
-    from scaling.errors import UserError, positive_number
-    from scaling.flops import mlp_matrices
-
-    target = positive_number(target_params, "target_params")
-    if target > MAX_TARGET_PARAMS:
-        raise UserError(f"target_params: {target:.3g} is above the largest supported model "
-                        f"({MAX_TARGET_PARAMS:.0e} parameters)")
-    if params_kind not in PARAMS_KINDS:
-        raise UserError(f"params_kind: expected one of {', '.join(PARAMS_KINDS)}, got {params_kind!r}")
-    if mlp not in MLP_KINDS:
-        raise UserError(f"mlp: expected one of {', '.join(MLP_KINDS)}, got {mlp!r}")
-    for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{name}: expected a positive integer, got {value!r}")
-
+    target = _checked_target(target_params, params_kind, mlp, vocab_size, seq_len)
     n_mats = mlp_matrices(mlp)
     embed_factor = 0 if params_kind == "non_embedding" else (1 if tie_embeddings else 2)
     qk = 2 if qk_norm else 0
@@ -326,11 +248,25 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
                    tie_embeddings, qk_norm, recipe)
 
 
+def _checked_target(target_params: float, params_kind: str, mlp: str, vocab_size: int,
+                    seq_len: int) -> float:
+    target = positive_number(target_params, "target_params")
+    if target > MAX_TARGET_PARAMS:
+        raise UserError(f"target_params: {target:.3g} is above the largest supported model "
+                        f"({MAX_TARGET_PARAMS:.0e} parameters)")
+    if params_kind not in PARAMS_KINDS:
+        raise UserError(f"params_kind: expected one of {', '.join(PARAMS_KINDS)}, got {params_kind!r}")
+    if mlp not in MLP_KINDS:
+        raise UserError(f"mlp: expected one of {', '.join(MLP_KINDS)}, got {mlp!r}")
+    for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{name}: expected a positive integer, got {value!r}")
+    return target
+
+
 def _ladder_choice(recipe: LadderRecipe, target: float, fixed_and_per_layer, params_kind: str,
                    vocab_size: int) -> tuple[int, int]:
     """RECIPE: the depth whose count is nearest the target in log (counts grow with depth)."""
-    from scaling.errors import UserError
-
     def count(n_layers: int) -> int:
         fixed, per_layer = fixed_and_per_layer(recipe.width_for_depth(n_layers))
         return fixed + n_layers * per_layer
@@ -353,8 +289,6 @@ def _ladder_choice(recipe: LadderRecipe, target: float, fixed_and_per_layer, par
 def _solved(d_model: int, n_layers: int, target: float, vocab_size: int, seq_len: int,
             params_kind: str, mlp: str, tie_embeddings: bool, qk_norm: bool,
             recipe: ShapeRecipe) -> SolvedShape:
-    from scaling.flops import param_counts
-
     cfg = make_config(d_model, n_layers, vocab_size, seq_len, mlp=mlp,
                       tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
     counts = param_counts(cfg)

@@ -22,6 +22,8 @@ COMMANDS = {
     "status": "table of the runs in a runs directory and their states",
     "fit": "fit Chinchilla's approaches 1, 2, 3 to a runs directory or a CSV",
     "recommend": "optimal parameters, tokens, shape and predicted loss for a budget",
+    "predict": "predicted loss at (N, D) from a saved fit, with confidence and prediction intervals",
+    "check-forecast": "score a saved forecast (recommend --json) against a finished run",
     "report": "figures and a Markdown/HTML report for a runs directory or CSV",
     "demo": "run the demo study end to end on the embedded stdlib corpus",
 }
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"scaling_cli.commands.{name}")
+        module = importlib.import_module(f"scaling_cli.commands.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")

@@ -22,6 +22,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from scaling.config import DataConfig
+from scaling.data import load_tokens
 from scaling.errors import UserError
 
 MIN_STEPS_ERROR = 10
@@ -105,10 +107,7 @@ def enforce(findings: list[Finding], *, strict: bool) -> None:
 
 
 def _train_tokens(spec) -> int:
-    from scaling.config import DataConfig
-    from scaling.data import load_tokens
-
-    data = load_tokens(DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
-                                  eval_tokens=spec.data.eval_tokens),
-                       seq_len=spec.data.seq_len)
-    return data.n_train_tokens
+    data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
+                      eval_tokens=spec.data.eval_tokens, text_column=spec.data.text_column,
+                      vocab_size=spec.data.vocab_size)
+    return load_tokens(data, seq_len=spec.data.seq_len).n_train_tokens

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from scaling.errors import UserError, positive_number
 from scaling.flops import check_convention, flops_per_token, param_counts
+from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling.shapes import (
     DEFAULT_RECIPE,
     LadderRecipe,
@@ -145,7 +146,7 @@ def _plan_targets(budget: float, targets, convention: str, vocab_size: int, seq_
 
 
 def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
-                     convention: str = "6N", vocab_size: int = 256, seq_len: int = 256,
+                     convention: str = "6N", vocab_size: int = 256, seq_len: int = DEFAULT_SEQ_LEN,
                      tokens_per_param: float = 20.0, center_params: float | None = None,
                      batch_size: int | None = None, tolerance: float = 0.01,
                      mlp: str = "swiglu", tie_embeddings: bool = True, qk_norm: bool = False,
@@ -161,7 +162,7 @@ def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
     if not (isinstance(tokens_per_param, (int, float)) and math.isfinite(tokens_per_param)
             and tokens_per_param > 0):
         raise UserError(f"tokens_per_param: expected a positive number, got {tokens_per_param!r}")
-    shape_options = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
+    shape_options: dict = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
 
     min_budget = smallest_budget(convention=convention, vocab_size=vocab_size, seq_len=seq_len,
                                  tokens_per_param=tokens_per_param, **shape_options)
@@ -192,7 +193,7 @@ def plan_budget_full(budget: float, *, n_sizes: int = 7, span: float = 30.0,
 
 
 def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: int = 256,
-               seq_len: int = 256, batch_size: int | None = None, tolerance: float = 0.01,
+               seq_len: int = DEFAULT_SEQ_LEN, batch_size: int | None = None, tolerance: float = 0.01,
                mlp: str = "swiglu", tie_embeddings: bool = True, qk_norm: bool = False,
                recipe: ShapeRecipe = DEFAULT_RECIPE) -> BudgetPlan:
     """The grid's mechanics (steps 3-5) for the caller's own target sizes: each solved,
@@ -200,18 +201,13 @@ def plan_sizes(budget: float, targets, *, convention: str = "6N", vocab_size: in
     surviving sizes; `center_params` of the result is None."""
     budget = _check_budget(budget)
     convention = _check_options(convention, vocab_size, seq_len, batch_size, tolerance)
-    shape_options = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
+    shape_options: dict = dict(mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
     runs, dropped = _plan_targets(budget, list(targets), convention, vocab_size, seq_len,
                                   batch_size, tolerance, shape_options)
     return BudgetPlan(budget=budget, center_params=None, runs=tuple(runs), dropped=tuple(dropped))
 
 
-def plan_budget(budget: float, **kwargs) -> list[PlannedRun]:
-    """The runs of `plan_budget_full` (same keyword arguments), smallest model first."""
-    return list(plan_budget_full(budget, **kwargs).runs)
-
-
-def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: int = 256,
+def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: int = DEFAULT_SEQ_LEN,
                     tokens_per_param: float = 20.0, mlp: str = "swiglu",
                     tie_embeddings: bool = True, qk_norm: bool = False,
                     recipe: ShapeRecipe = DEFAULT_RECIPE) -> float:
@@ -251,4 +247,4 @@ def parse_run_name(name: str) -> dict:
 
 
 __all__ = ["MAX_BUDGET", "MIN_SIZES", "BudgetPlan", "Dropped", "PlannedRun",
-           "parse_run_name", "plan_budget", "plan_budget_full", "plan_sizes", "smallest_budget"]
+           "parse_run_name", "plan_budget_full", "plan_sizes", "smallest_budget"]

@@ -10,11 +10,18 @@ same shape share one stable phase (see `wsd_groups`) and the plan reports the FL
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from scaling.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig
-from scaling.errors import UserError
+from scaling.errors import UserError, positive_number
+from scaling.flops import flops_per_token
+from scaling.runs import iter_runs
 from sweeps import hparams
+from sweeps.checks import check_plan
+from sweeps.grid import PlannedRun, plan_budget_full, plan_sizes
 from sweeps.spec import SweepSpec
 
 
@@ -22,7 +29,7 @@ from sweeps.spec import SweepSpec
 class PlannedConfig:
     """One run of a sweep: the grid point (`planned`, a sweeps.grid.PlannedRun) and its config."""
 
-    planned: object
+    planned: PlannedRun
     config: RunConfig
     recipe: str
     branch_of: str | None = None  # WSD: run name of the stable run this one branches from
@@ -66,8 +73,6 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
     """Plan every run of `spec`. `centers` maps a budget to a centre size (re-centring on an
     earlier fit); other budgets use the Chinchilla prior. Raises UserError when a design
     check refuses the plan (see sweeps.checks)."""
-    from sweeps.grid import plan_budget_full, plan_sizes
-
     recipe = hparams.with_overrides(hparams.get_recipe(spec.optim.recipe, runs_dir=runs_dir),
                                     dict(spec.optim.overrides))
     seq_len = spec.data.seq_len
@@ -76,42 +81,35 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
     dropped: list = []
     for budget in spec.budgets:
         _, batch = hparams.choose(recipe, budget, seq_len, batch_size=spec.optim.batch_size)
-        kwargs = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
+        kwargs: dict = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
                       qk_norm=spec.model.qk_norm, recipe=spec.model.shape_recipe)
-        if spec.grid.params is not None:
-            kwargs.pop("tokens_per_param")
-            try:
-                plan = plan_sizes(budget, spec.grid.params, **kwargs)
-            except UserError as e:
-                raise UserError(f"budgets: {str(e).removeprefix('budget: ')}") from None
-            grid_runs, grid_dropped = plan.runs, plan.dropped
-        else:
-            center = (centers or {}).get(budget)
-            try:
-                plan = plan_budget_full(budget, n_sizes=spec.grid.sizes, span=spec.grid.span,
-                                        center_params=center, **kwargs)
-            except UserError as e:
-                msg = str(e).removeprefix("budget: ")
-                raise UserError(f"budgets: {msg}") from None
-            grid_runs, grid_dropped = plan.runs, plan.dropped
-        dropped.extend(grid_dropped)
-        for p in grid_runs:
+        try:
+            if spec.grid.params is not None:
+                kwargs.pop("tokens_per_param")
+                grid = plan_sizes(budget, spec.grid.params, **kwargs)
+            else:
+                grid = plan_budget_full(budget, n_sizes=spec.grid.sizes, span=spec.grid.span,
+                                        center_params=(centers or {}).get(budget), **kwargs)
+        except UserError as e:
+            raise UserError(f"budgets: {str(e).removeprefix('budget: ')}") from None
+        dropped.extend(grid.dropped)
+        for p in grid.runs:
             for seed in spec.seeds:
-                runs.append(_run_config(spec, recipe, p, batch, seed))
+                runs.append(run_config(spec, recipe, p, batch, seed))
     if spec.schedule.kind == "wsd" and spec.schedule.share_stable:
         runs = share_stable_phases(runs)
     plan = SweepPlan(spec=spec, runs=tuple(runs), dropped=tuple(dropped))
     if check:
-        from sweeps.checks import check_plan
-
         plan = SweepPlan(spec=spec, runs=plan.runs, dropped=plan.dropped,
                          findings=tuple(check_plan(plan, predicted=centers)))
     return plan
 
 
-def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int) -> PlannedConfig:
+def run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int) -> PlannedConfig:
+    """The planned run of grid point `p` at `batch` and `seed` (lr, warmup, weight decay
+    and beta2 from `recipe` unless the spec fixes them); sweeps.tune plans its lr cells by it."""
     n_steps = p.n_tokens // (batch * spec.data.seq_len)
     lr, _ = hparams.choose(recipe, p.budget, spec.data.seq_len, d_model=p.config.d_model,
                            lr=spec.optim.lr, batch_size=batch, n_params=p.n_params,
@@ -131,7 +129,8 @@ def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: in
                         beta2=beta2, grad_clip=spec.optim.grad_clip,
                         z_loss=spec.optim.z_loss)
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
-                      eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs)
+                      eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs,
+                      text_column=spec.data.text_column, vocab_size=spec.data.vocab_size)
     model = p.config
     if spec.model.parameterization != "sp":
         model = replace(model, parameterization=spec.model.parameterization,
@@ -153,8 +152,7 @@ def share_stable_phases(runs: list[PlannedConfig]) -> list[PlannedConfig]:
     Groups form when a shape recurs across budgets with the same lr and batch: explicit
     `grid.params` with a recipe whose lr and batch do not depend on C (or fixed lr/batch).
     """
-
-    from scaling.schedules import branch_schedule
+    from scaling.schedules import branch_schedule  # imports JAX: only when a WSD plan shares
 
     groups: dict = {}
     for i, r in enumerate(runs):
@@ -194,29 +192,19 @@ def wsd_savings(plan: SweepPlan) -> float:
     return plan.total_flops - plan.trained_flops
 
 
-def log_spaced(lo: float, hi: float, count: int) -> list[float]:
-    if count == 1:
-        return [lo]
-    return [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (count - 1))
-            for i in range(count)]
-
-
-def measured_throughput(runs_dir, convention: str = "6N") -> list[tuple[float, float]]:
+def measured_throughput(runs_dir: str | os.PathLike | None,
+                        convention: str = "6N") -> list[tuple[float, float]]:
     """(FLOPs per token, tokens/s) of every finished run under `runs_dir` (this device's
-    measured throughput, the calibration cache that a sweep builds as it goes)."""
-    from pathlib import Path
-
-    from scaling import runs
-
+    measured throughput, the calibration cache that a sweep builds as it goes): the rate the
+    trainer wrote in result.json, else the one its metrics.jsonl logged."""
+    if runs_dir is None or not os.path.isdir(runs_dir):
+        return []
     points = []
-    if runs_dir is None or not Path(runs_dir).is_dir():
-        return points
-    for d in runs.list_run_dirs(runs_dir):
-        result = runs.read_result(d) or {}
-        tps = result.get("tokens_per_s")
-        fpt = (runs.read_config_json(d).get("flops_per_token") or {}).get(convention)
-        if tps and fpt and tps > 0 and fpt > 0:
-            points.append((float(fpt), float(tps)))
+    for r in iter_runs(runs_dir, throughput=True):
+        rate = (r.result.tokens_per_s or r.measured_tokens_per_s) if r.result else None
+        per_token = r.flops.get(convention, 0) / (r.n_tokens or float("inf"))
+        if rate and per_token and rate > 0 and per_token > 0:
+            points.append((float(per_token), float(rate)))
     return points
 
 
@@ -231,15 +219,11 @@ def estimate_wall_time(plan: SweepPlan, *, tokens_per_second: float | None = Non
     "total_s", "device_hours", "wall_s" (total / workers), "source"}; the times are None
     when nothing is known (pass --tokens-per-second).
     """
-    import numpy as np
-
     convention = plan.spec.convention
     trained = [r.config.n_tokens * (r.trained_flops / r.flops if r.flops else 1.0)
                for r in plan.runs]
     if tokens_per_second is not None:
-        if not (math.isfinite(tokens_per_second) and tokens_per_second > 0):
-            raise UserError(f"--tokens-per-second: expected a positive number, got "
-                            f"{tokens_per_second!r}")
+        positive_number(tokens_per_second, "--tokens-per-second")
         rates = [float(tokens_per_second)] * len(plan.runs)
         source = "override"
     else:
@@ -247,10 +231,7 @@ def estimate_wall_time(plan: SweepPlan, *, tokens_per_second: float | None = Non
         if not points:
             return {"per_run_s": [None] * len(plan.runs), "total_s": None,
                     "device_hours": None, "wall_s": None, "source": None}
-        from scaling.flops import flops_per_token
-
-        x = np.log([p[0] for p in points])
-        y = np.log([p[1] for p in points])
+        x, y = np.log(np.array(points)).T  # log FLOPs per token, log tokens/s
         if len(points) >= 2 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
             slope = float(np.clip(slope, -1.5, 0.0))

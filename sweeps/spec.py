@@ -14,8 +14,11 @@ Example (every table optional except ``budgets``)::
     seeds = [0]
 
     [data]
-    source = "stdlib"            # stdlib | text:PATH | synthetic[:...]
-    tokenizer = "bytes"          # bytes | bpe:V  (sets the vocabulary)
+    source = "stdlib"            # stdlib | text:PATH | parquet:PATH | hf:NAME[:CONFIG][:SPLIT]
+                                 # | hf-disk:PATH | tokens:PATH | synthetic[:...]
+    tokenizer = "bytes"          # bytes | bpe:V | json:PATH (a tokenizer.json; sets the vocabulary)
+    # text_column = "text"       # parquet:, hf:, hf-disk: the column holding the text
+    # vocab_size = 50257         # tokens: required, the ids' vocabulary (checked)
     seq_len = 128
     eval_tokens = 65536
     max_epochs = 4.0             # refuse plans needing more passes over unique data
@@ -74,19 +77,33 @@ Example (every table optional except ``budgets``)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import UserError
+from scaling.config import SCHEDULES
+from scaling.corpus import parse_synthetic
+from scaling.errors import UserError, positive_number
+from scaling.flops import CONVENTIONS
+from scaling.model_config import DEFAULT_SEQ_LEN, PARAMETERIZATIONS
+from scaling.shapes import SHAPE_KINDS, shape_recipe
+from scaling.sources import scheme
+from scaling.tokenizer import parse_tokenizer
+from sweeps import hparams
+from sweeps.grid import MAX_BUDGET, MIN_SIZES
+from sweeps.ownership import spec_hash
 
-CONVENTIONS = ("6N", "kaplan", "chinchilla", "deepseek")
-MAX_BUDGET = 1e30
+NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
+SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
+BUDGET: dict[str, Any] = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
 DEFAULT_MUP_BASE_WIDTH = 64
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+# optim.recipe: a named recipe, or "fitted:<sweep>" (a [tune] block's law, read when planning)
+RECIPE_PATTERN = f"(?:{'|'.join(hparams.RECIPES)}|{hparams.FITTED_PREFIX}{NAME_PATTERN})"
 
 
 # ----------------------------------------------------------------------------- schema
@@ -96,9 +113,11 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 class DataSpec:
     source: str = "stdlib"
     tokenizer: str = "bytes"
-    seq_len: int = 128
+    seq_len: int = DEFAULT_SEQ_LEN
     eval_tokens: int = 65_536
     max_epochs: float | None = None
+    text_column: str = "text"
+    vocab_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +133,6 @@ class ModelSpec:
     @property
     def shape_recipe(self):
         """The scaling.shapes recipe these fields name (its .name goes into every run)."""
-        from scaling.shapes import shape_recipe
-
         return shape_recipe(self.shape, self.aspect_ratio)
 
 
@@ -221,10 +238,11 @@ class SweepSpec:
     def digest(self) -> str:
         """Hash of what the spec plans (launcher options excluded: running the same study
         with more workers or on another cluster is still the same study)."""
-        from scaling.runs import spec_hash
-
         d = self.to_dict()
         d.pop("launcher")
+        for key, default in (("text_column", "text"), ("vocab_size", None)):
+            if d["data"][key] == default:  # keys added later: older specs keep their hash
+                d["data"].pop(key)
         return spec_hash(d)
 
     @property
@@ -234,12 +252,10 @@ class SweepSpec:
 
 def vocab_size_for(data: DataSpec) -> int:
     """The model vocabulary the tokenizer (or the synthetic source) implies."""
-    from scaling.tokenizer import parse_tokenizer
-
     tokenizer = parse_tokenizer(data.tokenizer)  # the trainer parses it whatever the source
+    if data.source.startswith("tokens:"):
+        return int(data.vocab_size)
     if data.source.startswith("synthetic"):
-        from scaling.corpus import parse_synthetic
-
         return int(parse_synthetic(data.source)["vocab"])
     return tokenizer.vocab_size
 
@@ -248,12 +264,27 @@ def vocab_size_for(data: DataSpec) -> int:
 
 
 class _Fields:
-    """Reads one TOML table, recording which keys were used; leftovers are errors."""
+    """Reads one TOML table, recording which keys were used; leftovers are errors.
 
-    def __init__(self, d: Any, where: str) -> None:
+    Given a `schema` dict instead (a dry run, see `json_schema`), every typed read writes its
+    key's JSON Schema there (type, bounds, choices, default) and returns the default.
+    """
+
+    def __init__(self, d: Any, where: str, schema: dict | None = None) -> None:
         if not isinstance(d, dict):
             raise UserError(f"{where or 'spec'}: expected a table, got {_show(d)}")
-        self.d, self.where, self.used = d, where, set()
+        self.d, self.where, self.schema = d, where, schema
+        self.used: set = set()
+
+    def _read(self, key: str, default: Any, **schema: Any) -> tuple[Any, bool]:
+        """(value, whether to check it): a dry run records `key`'s schema and gives the
+        default unchecked, as does an absent key whose default is None."""
+        if self.schema is not None:
+            self.schema[key] = {k: v for k, v in {**schema, "default": default}.items()
+                                if v is not None}
+            return default, False
+        value = self.get(key, default)
+        return value, not (value is None and default is None)
 
     def _key(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -265,42 +296,45 @@ class _Fields:
     def has(self, key: str) -> bool:
         return key in self.d
 
+    def table(self, key: str) -> _Fields:
+        if self.schema is None:
+            return _Fields(self.get(key, {}), self._key(key))
+        self.schema[key] = {"type": "object", "additionalProperties": False, "properties": {}}
+        return _Fields({}, self._key(key), self.schema[key]["properties"])
+
     def int(self, key: str, default: Any, lo: int | None = None, hi: int | None = None) -> Any:
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        bound = _bounds_text(lo, hi)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {_show(value)}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise UserError(f"{self._key(key)}: expected an integer{bound}, got {value}")
+        value, check = self._read(key, default, type="integer", minimum=lo, maximum=hi)
+        if check and (isinstance(value, bool) or not isinstance(value, int)
+                      or (lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise UserError(f"{self._key(key)}: expected an integer{_bounds_text(lo, hi)}, got "
+                            f"{_show(value)}")
         return value
 
     def float(self, key: str, default: Any, lo: float | None = None, hi: float | None = None,
               lo_open: bool = False) -> Any:
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
-        return _number(value, self._key(key), lo, hi, lo_open)
+        value, check = self._read(key, default, type="number", **_number_schema(lo, hi, lo_open))
+        return _number(value, self._key(key), lo, hi, lo_open) if check else value
 
-    def bool(self, key: str, default: bool) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
+    def bool(self, key: str, default: bool | None) -> Any:
+        value, check = self._read(key, default, type="boolean")
+        if check and not isinstance(value, bool):
             raise UserError(f"{self._key(key)}: expected true or false, got {_show(value)}")
         return value
 
-    def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None) -> Any:
-        value = self.get(key, default)
-        if value is None and default is None:
-            return None
+    def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None,
+            pattern: str | None = None) -> Any:
+        value, check = self._read(key, default, type="string", minLength=1,
+                                  enum=list(choices or ()) or None,
+                                  pattern=pattern and f"^{pattern}$")
+        if not check:
+            return value
         if not isinstance(value, str) or not value:
             raise UserError(f"{self._key(key)}: expected a non-empty string, got {_show(value)}")
         if choices and value not in choices:
             raise UserError(f"{self._key(key)}: expected one of {', '.join(choices)}, got {value!r}")
+        if pattern and not re.fullmatch(pattern, value):
+            raise UserError(f"{self._key(key)}: unexpected characters in {value!r}")
         return value
-
-    def table(self, key: str) -> _Fields:
-        return _Fields(self.get(key, {}), self._key(key))
 
     def done(self) -> None:
         unknown = sorted(set(self.d) - self.used)
@@ -317,28 +351,30 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _bounds_text(lo: Any, hi: Any) -> str:
+def _bounds_text(lo: Any, hi: Any, lo_open: bool = False) -> str:
+    lo_text, hi_text = (x if isinstance(x, int) else f"{x:g}" for x in (lo or 0, hi or 0))
     if lo is not None and hi is not None:
-        return f" in [{lo}, {hi}]"
+        return f" > {lo_text} and <= {hi_text}" if lo_open else f" in [{lo_text}, {hi_text}]"
     if lo is not None:
-        return f" >= {lo}"
-    if hi is not None:
-        return f" <= {hi}"
-    return ""
+        return f" > {lo_text}" if lo_open else f" >= {lo_text}"
+    return f" <= {hi_text}" if hi is not None else ""
+
+
+def _number_schema(lo: Any, hi: Any, lo_open: bool) -> dict:
+    return {"exclusiveMinimum" if lo_open else "minimum": lo, "maximum": hi}
 
 
 def _number(value: Any, where: str, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = "a number" + (f" > {lo}" if lo_open else _bounds_text(lo, hi))
-        raise UserError(f"{where}: expected {kind}, got {_show(value)}")
+        raise UserError(f"{where}: expected a number{_bounds_text(lo, hi, lo_open)}, got "
+                        f"{_show(value)}")
     x = float(value)
     bad = (not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo))
            or (hi is not None and x > hi))
     if bad:
-        kind = "a finite number" + (f" > {lo}" if lo_open else "") + (
-            _bounds_text(None if lo_open else lo, hi))
-        raise UserError(f"{where}: expected {kind}, got {value!r}")
+        raise UserError(f"{where}: expected a finite number{_bounds_text(lo, hi, lo_open)}, got "
+                        f"{value!r}")
     return x
 
 
@@ -366,42 +402,29 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         spec = parse_spec(d)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    return SweepSpec(**{**_shallow(spec), "path": str(path)})
-
-
-def _shallow(spec: SweepSpec) -> dict:
-    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+    return replace(spec, path=str(path))
 
 
 def parse_spec(d: dict) -> SweepSpec:
     """Validate a spec given as a dict (the parsed TOML)."""
     top = _Fields(d, "")
-    name = top.str("name", None)
+    name = top.get("name")
     if name is None:
         raise UserError("name: missing (the sweep's name, used as its runs directory)")
-    if not set(name) <= NAME_CHARS or name.startswith("."):
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"name: expected letters, digits, '-', '_' or '.' (not starting with "
                         f"'.'), got {name!r}")
     convention = top.str("convention", "6N", CONVENTIONS)
     seeds = _seeds(top)
-    data = _data(top.table("data"))
-    model = _model(top.table("model"))
     if not top.has("budgets"):
         raise UserError("budgets: missing (a list of FLOP budgets, or a table with values or "
                         "min/max/count)")
     budgets = _budgets(top)
-    grid = _grid(top.table("grid"))
-    schedule = _schedule(top.table("schedule"))
-    optim = _optim(top.table("optim"))
-    train = _train(top.table("train"))
-    checks = _checks(top.table("checks"))
-    launcher = _launcher(top.table("launcher"))
-    tune = _tune(top.table("tune")) if top.has("tune") else None
+    tables: dict[str, Any] = {key: read(top.table(key)) for key, read in TABLES.items()}
+    tables["tune"] = _tune(top.table("tune")) if top.has("tune") else None
     top.used.add("tune")
     top.done()
-    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, data=data,
-                     model=model, grid=grid, schedule=schedule, optim=optim, train=train,
-                     checks=checks, launcher=launcher, tune=tune)
+    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
     return spec
 
@@ -425,25 +448,27 @@ def _seeds(top: _Fields) -> tuple[int, ...]:
 
 def _data(t: _Fields) -> DataSpec:
     source = t.str("source", "stdlib")
-    if not (source == "stdlib" or source.startswith("text:") or source.startswith("synthetic")):
-        raise UserError(f"data.source: expected 'stdlib', 'text:PATH' or 'synthetic[:...]', "
-                        f"got {source!r}")
-    if source.startswith("text:") and len(source) == len("text:"):
-        raise UserError("data.source: 'text:' needs a path, e.g. 'text:corpus/'")
+    kind = scheme(source)  # one line naming data.source for an unknown scheme or no path
     out = DataSpec(
         source=source,
         tokenizer=t.str("tokenizer", "bytes"),
-        seq_len=t.int("seq_len", 128, lo=2, hi=1 << 20),
+        seq_len=t.int("seq_len", DEFAULT_SEQ_LEN, lo=2, hi=1 << 20),
         eval_tokens=t.int("eval_tokens", 65_536, lo=1),
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
+        text_column=t.str("text_column", "text"),
+        vocab_size=t.int("vocab_size", None, lo=2, hi=2**32),
     )
+    if kind == "tokens" and out.vocab_size is None:
+        raise UserError("data.vocab_size: required with a tokens: source (the vocabulary "
+                        "the ids were made with, e.g. 50257 for GPT-2)")
+    if kind != "tokens" and out.vocab_size is not None:
+        raise UserError("data.vocab_size: only for a tokens: source (the tokenizer sets "
+                        "the vocabulary)")
     t.done()
     return out
 
 
 def _model(t: _Fields) -> ModelSpec:
-    from scaling.shapes import PARAMETERIZATIONS, SHAPE_KINDS
-
     out = ModelSpec(mlp=t.str("mlp", "swiglu", ("swiglu", "gelu")),
                     tie_embeddings=t.bool("tie_embeddings", True),
                     qk_norm=t.bool("qk_norm", False),
@@ -461,43 +486,39 @@ def _model(t: _Fields) -> ModelSpec:
 
 
 def _budgets(top: _Fields) -> tuple[float, ...]:
-    raw = top.get("budgets")
-    if isinstance(raw, list):
-        values = raw
-        where = "budgets"
-    else:
-        t = _Fields(raw, "budgets")
+    values, where = top.get("budgets"), "budgets"
+    if not isinstance(values, list):
+        t = _Fields(values, "budgets")
         if t.has("values") and any(t.has(k) for k in ("min", "max", "count")):
             raise UserError("budgets: give either values or min/max/count, not both")
-        if t.has("values"):
-            values = t.get("values")
-            where = "budgets.values"
-            if not isinstance(values, list):
-                raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
-        else:
+        if not t.has("values"):
             for key in ("min", "max", "count"):
                 if not t.has(key):
                     raise UserError(f"budgets.{key}: missing (or give budgets.values)")
-            lo = t.float("min", None, lo=0, hi=MAX_BUDGET, lo_open=True)
-            hi = t.float("max", None, lo=0, hi=MAX_BUDGET, lo_open=True)
-            count = t.int("count", None, lo=1, hi=100)
-            if hi < lo:
-                raise UserError(f"budgets.max: expected >= budgets.min ({lo:g}), got {hi:g}")
-            if count == 1 and hi != lo:
-                raise UserError("budgets.count: expected >= 2 when min != max")
-            t.done()
-            return _log_spaced(lo, hi, count)
+            return _budget_range(t)
+        values, where = t.get("values"), "budgets.values"
         t.done()
+        if not isinstance(values, list):
+            raise UserError(f"budgets.values: expected a list of numbers, got {_show(values)}")
     if not values:
         raise UserError(f"{where}: expected at least one budget")
-    out = [_number(v, f"{where}[{i}]", lo=0, hi=MAX_BUDGET, lo_open=True)
-           for i, v in enumerate(values)]
+    out = [_number(v, f"{where}[{i}]", **BUDGET) for i, v in enumerate(values)]
     if len(set(out)) != len(out):
         raise UserError(f"{where}: expected distinct budgets")
     return tuple(sorted(out))
 
 
-def _log_spaced(lo: float, hi: float, count: int) -> tuple[float, ...]:
+def _budget_range(t: _Fields) -> tuple[float, ...]:
+    """budgets = {min, max, count}: `count` budgets log-spaced from min to max."""
+    lo, hi = t.float("min", None, **BUDGET), t.float("max", None, **BUDGET)
+    count = t.int("count", None, lo=1, hi=100)
+    t.done()
+    if t.schema is not None:
+        return ()
+    if hi < lo:
+        raise UserError(f"budgets.max: expected >= budgets.min ({lo:g}), got {hi:g}")
+    if count == 1 and hi != lo:
+        raise UserError("budgets.count: expected >= 2 when min != max")
     if count == 1:
         return (lo,)
     step = (math.log10(hi) - math.log10(lo)) / (count - 1)
@@ -515,21 +536,17 @@ def _grid(t: _Fields) -> GridSpec:
         if t.has("sizes") or t.has("span"):
             raise UserError("grid.params: give either explicit params or sizes/span, not both")
     out = GridSpec(
-        sizes=t.int("sizes", 7, lo=1, hi=100) if params is None else len(params),
-        span=t.float("span", 30.0, lo=1.0, hi=1e6),
+        sizes=t.int("sizes", 7, lo=MIN_SIZES) if params is None else len(params),
+        span=t.float("span", 30.0, lo=1, hi=1e6, lo_open=True),
         center=t.str("center", "chinchilla", ("chinchilla", "fit")),
         tokens_per_param=t.float("tokens_per_param", 20.0, lo=0, lo_open=True),
         params=params,
     )
-    if out.sizes > 1 and out.span == 1.0 and params is None:
-        raise UserError("grid.span: expected > 1 with more than one size")
     t.done()
     return out
 
 
 def _schedule(t: _Fields) -> ScheduleSpec:
-    from scaling.config import SCHEDULES
-
     out = ScheduleSpec(
         kind=t.str("kind", "cosine", SCHEDULES),
         final_lr_frac=t.float("final_lr_frac", 0.1, lo=0.0, hi=1.0),
@@ -542,32 +559,26 @@ def _schedule(t: _Fields) -> ScheduleSpec:
 
 
 def _optim(t: _Fields) -> OptimSpec:
-    from sweeps import hparams
-
-    recipe = t.str("recipe", "deepseek")
+    recipe = t.str("recipe", "deepseek", pattern=None if t.schema is None else RECIPE_PATTERN)
     if recipe.startswith(hparams.FITTED_PREFIX):  # resolved when planning (the law may not
         sweep = recipe[len(hparams.FITTED_PREFIX):]  # exist yet: this spec's [tune] fits it)
-        if not sweep or not set(sweep) <= NAME_CHARS or sweep.startswith("."):
+        if not re.fullmatch(NAME_PATTERN, sweep):
             raise UserError(f"optim.recipe: expected fitted:<sweep name>, got {recipe!r}")
     else:
         hparams.get_recipe(recipe)
     overrides = {}
-    for key in hparams.OVERRIDABLE:
-        if key == "weight_decay" or not t.has(key):  # weight_decay: a spec field, below
+    for key in hparams.OVERRIDABLE:  # the recipe's clamps, typed as the recipe's own fields
+        if key == "weight_decay" or not (t.has(key) or t.schema is not None):
             continue
-        value = t.get(key)
         default = getattr(hparams.DEEPSEEK, key)
         if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise UserError(f"optim.{key}: expected true or false, got {_show(value)}")
+            overrides[key] = t.bool(key, None)
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise UserError(f"optim.{key}: expected an integer >= 0, got {_show(value)}")
+            overrides[key] = t.int(key, None, lo=0)
         else:
             fraction = key in ("beta2_ref", "beta2_min", "beta2_max")
-            value = _number(value, f"optim.{key}", lo=0, hi=1.0 if fraction else None,
-                            lo_open=key in ("wd_timescale", "beta2_ref_tokens"))
-        overrides[key] = value
+            overrides[key] = t.float(key, None, lo=0, hi=1.0 if fraction else None,
+                                     lo_open=key in ("wd_timescale", "beta2_ref_tokens"))
     out = OptimSpec(
         recipe=recipe,
         lr=t.float("lr", None, lo=0, lo_open=True),
@@ -584,6 +595,11 @@ def _optim(t: _Fields) -> OptimSpec:
 
 
 def _tune(t: _Fields) -> TuneSpec:
+    bootstrap = t.int("bootstrap", 200, lo=0, hi=100_000)
+    level = t.float("level", 0.8, lo=0, hi=1, lo_open=True)
+    t.used.update(("cells", "lr_multipliers"))
+    if t.schema is not None:  # cells and lr_multipliers are lists: json_schema writes them
+        return TuneSpec()
     cells = t.get("cells")
     if not isinstance(cells, list) or not cells:
         raise UserError(f"tune.cells: expected a non-empty list of [n_params, tokens_per_param] "
@@ -603,13 +619,11 @@ def _tune(t: _Fields) -> TuneSpec:
                    for i, m in enumerate(mults))
     if len(set(mults)) != len(mults):
         raise UserError("tune.lr_multipliers: expected distinct values")
-    out = TuneSpec(cells=tuple(out_cells), lr_multipliers=tuple(mults),
-                   bootstrap=t.int("bootstrap", 200, lo=0, hi=100_000),
-                   level=t.float("level", 0.8, lo=0, hi=1, lo_open=True))
-    if out.level >= 1:
-        raise UserError(f"tune.level: expected a fraction in (0, 1), got {out.level}")
+    if level >= 1:
+        raise UserError(f"tune.level: expected a fraction in (0, 1), got {level}")
     t.done()
-    return out
+    return TuneSpec(cells=tuple(out_cells), lr_multipliers=tuple(mults), bootstrap=bootstrap,
+                    level=level)
 
 
 def _train(t: _Fields) -> TrainSpec:
@@ -632,35 +646,89 @@ def _checks(t: _Fields) -> ChecksSpec:
 def _launcher(t: _Fields) -> LauncherSpec:
     out = LauncherSpec(
         kind=t.str("kind", "local", ("local", "slurm")),
-        workers=t.int("workers", 1, lo=1, hi=1024),
+        workers=t.int("workers", 1, lo=1),
         threads_per_worker=t.int("threads_per_worker", None, lo=1),
-        partition=t.str("partition", None),
+        partition=t.str("partition", None, pattern=SLURM_PATTERN),
         time_min=t.int("time_min", 60, lo=1),
         cpus_per_task=t.int("cpus_per_task", 1, lo=1),
         gpus_per_task=t.int("gpus_per_task", 0, lo=0),
         mem_gb=t.float("mem_gb", None, lo=0, lo_open=True),
         array_parallelism=t.int("array_parallelism", 64, lo=1),
-        account=t.str("account", None),
-        qos=t.str("qos", None),
-        constraint=t.str("constraint", None),
+        account=t.str("account", None, pattern=SLURM_PATTERN),
+        qos=t.str("qos", None, pattern=SLURM_PATTERN),
+        constraint=t.str("constraint", None, pattern=SLURM_PATTERN),
         max_requeues=t.int("max_requeues", 3, lo=0),
     )
-    for key in ("partition", "account", "qos", "constraint"):
-        value = getattr(out, key)
-        # these reach sbatch as option values; keep them to what Slurm names can be
-        if value is not None and not set(value) <= NAME_CHARS | set(",&|:[]*"):
-            raise UserError(f"launcher.{key}: unexpected characters in {value!r}")
     t.done()
     return out
 
 
-# ----------------------------------------------------------------------------- planning
+TABLES = {"data": _data, "model": _model, "grid": _grid, "schedule": _schedule, "optim": _optim,
+          "train": _train, "checks": _checks, "launcher": _launcher}
 
 
-def plan_spec(spec: SweepSpec, *, centers: dict[float, float] | None = None) -> list:
-    """Every run of the spec as sweeps.plan.PlannedConfig (`.planned`: the grid point,
-    `.config`: its RunConfig), budget by budget, smallest size first. Design checks run
-    here: an error finding raises UserError (see sweeps.checks)."""
-    from sweeps.plan import plan_sweep
+# ----------------------------------------------------------------------------- schema, CLI
 
-    return list(plan_sweep(spec, centers=centers).runs)
+
+def json_schema() -> dict:
+    """The JSON Schema (2020-12) of the spec TOML, from the readers above run dry (each key's
+    type, bounds, choices and default, as validated) plus the keys read by hand (name,
+    seeds, budgets, grid.params). docs/spec.schema.json is its output, for editors."""
+    props: dict = {}
+    top = _Fields({}, "", props)
+    props["name"] = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+    top.str("convention", "6N", CONVENTIONS)
+    top.int("seed", None, lo=0)
+    props["seeds"] = {"type": "array", "items": {"type": "integer", "minimum": 0},
+                      "minItems": 1, "uniqueItems": True, "default": [0]}
+    _budget_range(top.table("budgets"))
+    budget_range = {**props.pop("budgets"), "required": ["min", "max", "count"]}
+    values = {"type": "array", "items": {"type": "number", **_number_schema(**BUDGET)},
+              "minItems": 1, "uniqueItems": True}
+    props["budgets"] = {"oneOf": [values, budget_range, {
+        "type": "object", "additionalProperties": False, "properties": {"values": values},
+        "required": ["values"]}]}
+    for key, read in TABLES.items():
+        read(top.table(key))
+    props["grid"]["properties"]["params"] = {
+        "type": "array", "items": {"type": "number", "minimum": 1}, "minItems": 1}
+    _tune(top.table("tune"))
+    props["tune"]["required"] = ["cells"]
+    props["tune"]["properties"]["cells"] = {"type": "array", "minItems": 1, "items": {
+        "type": "array", "minItems": 2, "maxItems": 2,
+        "prefixItems": [{"type": "number", "minimum": 1}, {"type": "number", "exclusiveMinimum": 0}]}}
+    props["tune"]["properties"]["lr_multipliers"] = {
+        "type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3,
+        "uniqueItems": True, "default": list(TuneSpec.lr_multipliers)}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "scaling-suite sweep spec (validated by sweeps/spec.py)", "type": "object",
+            "required": ["name", "budgets"], "additionalProperties": False, "properties": props,
+            "not": {"required": ["seed", "seeds"]}}
+
+
+def _cli_value(text: str) -> Any:
+    value: Any = text
+    with contextlib.suppress(ValueError):  # "7" -> 7, "1e18" -> 1e18, "x" stays text
+        value = float(text)
+        value = int(text)
+    return value
+
+
+def check_number(text: str, where: str, *, integer: bool = False, lo: Any = None,
+                 hi: Any = None, lo_open: bool = False) -> Any:
+    """A command-line number checked as spec numbers are, the one-line error naming `where`."""
+    if integer:
+        return _Fields({where: _cli_value(text)}, "").int(where, None, lo, hi)
+    return _number(_cli_value(text), where, lo, hi, lo_open)
+
+
+def check_argument(text: str, key: str, where: str) -> Any:
+    """A command-line value checked as the spec's `key` ("grid.sizes", "budgets") is: the
+    same type and bounds, the one-line error naming `where` (e.g. "--sizes")."""
+    if key == "budgets":  # a positive number first, in the words of every FLOP argument
+        return _number(positive_number(text, where, " of FLOPs"), where, **BUDGET)
+    table, _, name = key.partition(".")
+    try:
+        return getattr(TABLES[table](_Fields({name: _cli_value(text)}, table)), name)
+    except UserError as e:
+        raise UserError(str(e).replace(f"{key}:", f"{where}:", 1)) from None

@@ -1,63 +1,45 @@
 """One row per run of a runs directory: what `scaling status` and the sweep's progress show.
 
-Reads only config.json, status.json and result.json (a few small files per run), so it
-stays fast on tens of thousands of runs.
+Reads only config.json, status.json and result.json (a few small files per run, through
+`scaling.runs.iter_runs`), so it stays fast on tens of thousands of runs.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
-from scaling import runs
-from scaling.errors import UserError
+from scaling.runs import RunRecord, iter_runs, read_run
 
 
-def run_row(run_dir: Path) -> dict:
-    """The run's state (``interrupted`` for a running record whose process is gone), size,
-    budget, progress and result."""
-    try:
-        cfg = runs.read_config_json(run_dir)
-        status = runs.read_status(run_dir)
-        result = runs.read_result(run_dir)
-    except UserError as e:
-        return {"run": run_dir.name, "sweep": run_dir.parent.name, "state": "unreadable",
-                "reason": str(e)}
-    state = runs.effective_state(run_dir, status)
-    n_steps = cfg.get("n_steps")
-    step = n_steps if state == "done" else status.get("step")
-    convention = cfg.get("convention", "6N")
-    flops = (cfg.get("flops") or {}).get(convention)
+def run_row(run: RunRecord | str | os.PathLike) -> dict:
+    """The run's state (``interrupted`` for a running record whose process is gone,
+    ``unreadable`` with the reason for a corrupt record), size, budget, progress and result."""
+    r = run if isinstance(run, RunRecord) else read_run(Path(run))
     return {
-        "run": run_dir.name, "sweep": run_dir.parent.name, "state": state,
-        "budget": cfg.get("budget"), "n_params": (cfg.get("param_counts") or {}).get("total"),
-        "n_tokens": cfg.get("n_tokens"), "flops": flops, "step": step, "n_steps": n_steps,
-        "eval_loss": (result or {}).get("eval_loss"),
-        "reason": status.get("reason") if state != "done" else None,
-        "host": status.get("host"), "pid": status.get("pid"),
-        "heartbeat": status.get("heartbeat"),
+        "run": r.name, "sweep": r.sweep, "state": r.state, "budget": r.budget,
+        "n_params": r.param_counts.get("total"), "n_tokens": r.n_tokens, "flops": r.run_flops,
+        "step": r.n_steps if r.state == "done" else r.step, "n_steps": r.n_steps,
+        "eval_loss": r.result.eval_loss if r.result else None, "reason": r.reason,
+        "host": r.host, "pid": r.pid, "heartbeat": r.heartbeat,
     }
 
 
 def status_rows(runs_dir: str | os.PathLike) -> list[dict]:
-    return [run_row(d) for d in runs.list_run_dirs(runs_dir)]
+    return [run_row(r) for r in iter_runs(runs_dir)]
+
+
+def done_fraction(row: dict) -> float:
+    """How much of the run is trained: 1 when done, else its last step over its steps."""
+    if row["state"] == "done":
+        return 1.0
+    if row.get("step") and row.get("n_steps"):
+        return min(1.0, row["step"] / row["n_steps"])
+    return 0.0
 
 
 def summarize(rows: list[dict]) -> dict:
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    total_flops = sum(r.get("flops") or 0 for r in rows)
-    done_flops = sum(_flops_done(r) for r in rows)
-    return {"runs": len(rows), "states": states, "flops_total": total_flops,
-            "flops_done": done_flops}
-
-
-def _flops_done(r: dict) -> float:
-    if not r.get("flops"):
-        return 0.0
-    if r["state"] == "done":
-        return r["flops"]
-    if r.get("step") and r.get("n_steps"):
-        return r["flops"] * min(1.0, r["step"] / r["n_steps"])
-    return 0.0
+    return {"runs": len(rows), "states": dict(Counter(r["state"] for r in rows)),
+            "flops_total": sum(r.get("flops") or 0 for r in rows),
+            "flops_done": sum((r.get("flops") or 0) * done_fraction(r) for r in rows)}

@@ -6,25 +6,32 @@ interrupted ones continue from their checkpoints. The sweep's directory
 same name is refused unless ``force``.
 
 With ``grid.center = "fit"`` budgets are run smallest first, and each budget after the
-first is re-centred on the optimum that the finished budgets predict (a parabola in
-log N through each finished budget's losses, then a power law N*(C) through their minima;
-with one finished budget, Chinchilla's exponent 0.5 from its minimum), as Marin's ladder
-does. The plan is a pure function of the finished results, so a resumed sweep re-plans
+first is re-centred on the optimum that the finished budgets predict (Approach 2 of the analysis:
+a parabola in log N through each finished budget's losses, then a power law N*(C) through
+their minima; with one finished budget, Chinchilla's exponent 0.5 from its minimum), as
+Marin's ladder does. The plan is a pure function of the finished results, so a resumed sweep re-plans
 the same runs.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling import runs
+import pandas as pd
+
+from analysis.approach2 import isoflop_minima, power_laws_from_minima
+from scaling import runs, sources
 from scaling.errors import UserError
+from sweeps.launch.local import run_local
+from sweeps.launch.slurm import run_slurm
+from sweeps.ownership import claim_sweep_dir
 from sweeps.plan import SweepPlan, plan_sweep
 from sweeps.spec import SweepSpec
+from sweeps.tune import run_tune
 
 TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling_cli train`
 
@@ -34,9 +41,6 @@ class SweepOutcome:
     plan: SweepPlan
     run_dirs: list[Path]
     states: dict[Path, str]
-
-    def count(self, state: str) -> int:
-        return sum(1 for s in self.states.values() if s == state)
 
 
 def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False,
@@ -48,11 +52,16 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
         if not corpus.exists():
             raise UserError(f"{spec.path or 'spec'}: data.source: {corpus}: no such file or "
                             "directory")
+    try:  # a bad column or token file fails here, before any run dir exists
+        sources.validate(spec.data.source, text_column=spec.data.text_column,
+                         vocab_size=spec.data.vocab_size)
+    except UserError as e:
+        raise UserError(f"{spec.path or 'spec'}: {e}") from None
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--runs-dir: cannot create {runs_dir} ({e.strerror or e})") from None
-    runs.claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
+    claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
     plan = plan or plan_sweep(spec)
     shape_recipe = spec.model.shape_recipe.name
     dirs = []
@@ -66,8 +75,6 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
-        except PermissionError as e:
-            raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror or e})") from None
         dirs.append(run_dir)
@@ -76,36 +83,25 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
 
 def fit_centers(spec: SweepSpec, runs_dir: str | os.PathLike) -> dict[float, float]:
     """Predicted optimal N for every budget of `spec` not yet finished, from those finished
-    in ``runs_dir/<name>`` (empty when none is)."""
-    import numpy as np
-
-    minima: dict[float, float] = {}
-    by_budget: dict[float, list[tuple[float, float]]] = {}
+    in ``runs_dir/<name>`` (empty when none is): the Approach 2 frontier that the report
+    shows (analysis.approach2), or with one finished budget Chinchilla's exponent 0.5
+    through its IsoFLOP minimum."""
     sweep_dir = Path(runs_dir) / spec.name
-    if not sweep_dir.is_dir():
-        return {}
-    for d in runs.list_run_dirs(sweep_dir):
-        result = runs.read_result(d)
-        cfg = runs.read_config_json(d)
-        if result is None or cfg.get("budget") is None or result.get("eval_loss") is None:
-            continue
-        n = cfg["param_counts"]["total"]
-        by_budget.setdefault(float(cfg["budget"]), []).append((math.log(n), result["eval_loss"]))
-    for budget, points in by_budget.items():
-        if len(points) < 3:
-            continue
-        x, y = np.array(points).T
-        c2, c1, _ = np.polyfit(x, y, 2)
-        # positive curvature only; else the best measured point (never a concave vertex)
-        log_n = -c1 / (2 * c2) if c2 > 0 else x[np.argmin(y)]
-        minima[budget] = float(np.clip(log_n, x.min() - 1.0, x.max() + 1.0))
+    rows = [{"params": r.n_params, "tokens": r.n_tokens, "budget": float(r.budget),
+             "loss": r.result.eval_loss}
+            for r in (runs.iter_runs(sweep_dir) if sweep_dir.is_dir() else ())
+            if r.result is not None and r.budget is not None and r.result.eval_loss is not None
+            and r.n_params and r.n_tokens]
+    minima = isoflop_minima(pd.DataFrame(rows), warn=False) if rows else []
     if not minima:
         return {}
-    cs = np.log(np.array(sorted(minima)))
-    ns = np.array([minima[c] for c in sorted(minima)])
-    slope, intercept = (np.polyfit(cs, ns, 1) if len(cs) >= 2 else (0.5, ns[0] - 0.5 * cs[0]))
-    return {b: float(math.exp(intercept + slope * math.log(b)))
-            for b in spec.budgets if b not in minima}
+    if len(minima) >= 2:
+        frontier = power_laws_from_minima(minima).params_opt
+    else:
+        (m,) = minima
+        frontier = lambda c: m.params_opt * (c / m.budget) ** 0.5  # noqa: E731
+    done = {m.budget for m in minima}
+    return {b: float(frontier(b)) for b in spec.budgets if b not in done}
 
 
 def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | None = None,
@@ -117,12 +113,8 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
     launcher = launcher or spec.launcher.kind
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
-        import json
-
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
     if spec.tune is not None:  # the lr law first: optim.recipe "fitted:<name>" may need it
-        from sweeps.tune import run_tune
-
         run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd, on_update=on_update,
                  force=force)
     stages = [spec.budgets] if spec.grid.center != "fit" else [(b,) for b in spec.budgets]
@@ -142,13 +134,9 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
         if on_plan is not None:
             on_plan(plan, dirs)
         if launcher == "slurm":
-            from sweeps.launch.slurm import run_slurm
-
             stage_states = run_slurm(dirs, spec.launcher, Path(runs_dir) / spec.name,
                                      train_cmd=train_cmd, on_update=on_update)
         elif launcher == "local":
-            from sweeps.launch.local import run_local
-
             progress = run_local(dirs, workers=workers,
                                  threads_per_worker=spec.launcher.threads_per_worker,
                                  train_cmd=train_cmd, on_update=on_update)

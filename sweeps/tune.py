@@ -26,7 +26,10 @@ from scaling.fileio import atomic_write_json
 from scaling.flops import flops_per_token
 from scaling.shapes import solve_shape
 from sweeps import hparams
-from sweeps.plan import PlannedConfig, _run_config
+from sweeps.grid import plan_sizes
+from sweeps.launch.local import run_local
+from sweeps.ownership import claim_sweep_dir
+from sweeps.plan import PlannedConfig, run_config
 from sweeps.spec import SweepSpec
 
 
@@ -44,8 +47,6 @@ def _base_recipe(spec: SweepSpec) -> hparams.Recipe:
 
 def plan_tune(spec: SweepSpec) -> list[PlannedConfig]:
     """Every tuning run: cells in spec order, multipliers ascending within a cell."""
-    from sweeps.grid import plan_sizes
-
     if spec.tune is None:
         return []
     recipe = _base_recipe(spec)
@@ -68,10 +69,10 @@ def plan_tune(spec: SweepSpec) -> list[PlannedConfig]:
             raise UserError(f"{where}: {plan.dropped[0].reason}")
         point = plan.runs[0]
         seed = spec.seeds[0]
-        base_lr = _run_config(spec, recipe, point, batch, seed).config.optim.lr
+        base_lr = run_config(spec, recipe, point, batch, seed).config.optim.lr
         for mult in spec.tune.lr_multipliers:
             spec_m = replace(spec, optim=replace(spec.optim, lr=base_lr * mult))
-            run = _run_config(spec_m, recipe, point, batch, seed)
+            run = run_config(spec_m, recipe, point, batch, seed)
             out.append(PlannedConfig(planned=point,
                                      config=run.config.with_(sweep=tune_sweep_name(spec)),
                                      recipe=f"{recipe.name}[tune lr x{mult:g}]"))
@@ -112,14 +113,11 @@ def fit_tune(spec: SweepSpec, runs_dir: str | os.PathLike,
 def run_tune(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | None = None,
              train_cmd=None, on_update=None, force: bool = False) -> LrLaw:
     """Prepare, train (locally) and fit the spec's tuning runs; resumable like a sweep."""
-    from sweeps.launch.local import run_local
-
     planned = plan_tune(spec)
     if not planned:
         raise UserError("tune: the spec has no [tune] block")
     runs_dir = Path(runs_dir)
-    runs.claim_sweep_dir(runs_dir, tune_sweep_name(spec), spec.digest(), spec.to_dict(),
-                         force=force)
+    claim_sweep_dir(runs_dir, tune_sweep_name(spec), spec.digest(), spec.to_dict(), force=force)
     dirs = [runs.init_run_dir(runs_dir, r.config, recipe=r.recipe) for r in planned]
     for d in dirs:
         if runs.read_config_json(d).get("shape_recipe") != spec.model.shape_recipe.name:

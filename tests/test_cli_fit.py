@@ -106,7 +106,7 @@ def test_missing_source_and_bad_level(tmp_path, capsys):
 
 
 def test_runs_directory_end_to_end(tmp_path, capsys):
-    # Run dirs as the trainer writes them (COMMON.md contract), losses from a known law,
+    # Run dirs as the trainer writes them (docs/architecture.md), losses from a known law,
     # curves logged along the way, plus one diverged run that must be excluded and counted.
     from analysis.simulate import EPOCH_LAW
 

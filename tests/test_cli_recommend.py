@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from analysis.fitdoc import read_fit
 from analysis.recommend import recommend
-from scaling_cli.main import main
 from scaling.fileio import atomic_write_json
+from scaling_cli.main import main
 
 LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
 
@@ -31,7 +32,7 @@ def _run(capsys, *argv):
 def test_readable_output(capsys, fit_path):
     code, out, _ = _run(capsys, "--budget", "1e21", "--fit", fit_path)
     assert code == 0
-    expect = recommend(json.loads(fit_path.read_text()), 1e21)
+    expect = recommend(read_fit(fit_path), 1e21)
     from analysis.plots import human_count
 
     assert human_count(expect.n_params) in out
@@ -44,7 +45,7 @@ def test_json_matches_the_library(capsys, fit_path):
                         "--vocab-size", "256", "--seq-len", "128")
     assert code == 0
     got = json.loads(out)
-    expect = recommend(json.loads(fit_path.read_text()), 1e21, vocab_size=256, seq_len=128)
+    expect = recommend(read_fit(fit_path), 1e21, vocab_size=256, seq_len=128)
     assert got["n_params"] == pytest.approx(expect.n_params)
     assert got["shape"]["vocab_size"] == 256 and got["shape"]["seq_len"] == 128
     assert got["fit_path"] == str(fit_path)
@@ -110,3 +111,24 @@ def test_unparseable_budget_and_broken_fit(capsys, tmp_path, fit_path):
     bad.write_text("{not json")
     code, _, err = _run(capsys, "--budget", "1e21", "--fit", bad)
     assert code == 2 and "bad.json" in err
+
+
+@pytest.mark.parametrize("key,value", [("A", float("nan")), ("alpha", -0.3), ("E", -1.0)])
+def test_out_of_domain_fit_is_refused_and_nothing_changes(capsys, tmp_path, fit_path, key,
+                                                          value):
+    raw = json.loads(fit_path.read_text())
+    raw["approach3"][key] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))  # json writes NaN as the bare literal
+    before = sorted(p.name for p in tmp_path.iterdir()), bad.read_bytes()
+    code, out, err = _run(capsys, "--budget", "1e21", "--fit", bad)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and f"fit.approach3.{key}: expected" in err
+    csv = tmp_path / "study.csv"
+    csv.write_text("params,tokens,loss\n1e6,1e7,3\n")
+    code = main(["report", str(csv), "--fit", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"fit.approach3.{key}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "study_report").exists()
+    assert (sorted(p.name for p in tmp_path.iterdir() if p.name != "study.csv"),
+            bad.read_bytes()) == before

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.recommend import parametric_frontier, parametric_loss
-from scaling_cli.main import main
+from analysis.approach3 import ParametricLaw
 from scaling.fileio import atomic_write_json
+from scaling_cli.main import main
 
-LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW_PARAMS = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW = ParametricLaw(**LAW_PARAMS)
 EVIL = "<script>alert(1)</script>"
 EVIL_DIR = "<img src=x onerror=alert(1)>"  # no "/", so it can name a directory
 CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / "data" / "reference" / "chinchilla_svg_extracted.csv"
@@ -23,10 +24,10 @@ def _write_csv(path: Path) -> None:
     rng = np.random.default_rng(0)
     lines = ["run,params,tokens,budget,loss"]
     for budget in (1e17, 1e18, 1e19):
-        n_opt, _ = parametric_frontier(LAW, budget)
+        n_opt = LAW.params_opt(budget)
         for i, n in enumerate(n_opt * np.geomspace(0.2, 5, 6)):
             d = budget / (6 * n)
-            loss = parametric_loss(LAW, n, d) * np.exp(0.003 * rng.standard_normal())
+            loss = LAW.predict(n, d) * np.exp(0.003 * rng.standard_normal())
             name = EVIL if (budget, i) == (1e17, 0) else f"r{budget:.0e}-{i}"
             if name == EVIL:
                 loss *= 1.2  # the worst-fitted run, so the report lists its name
@@ -37,7 +38,7 @@ def _write_csv(path: Path) -> None:
 def _hand_fit() -> dict:
     # Deliberately distinctive numbers, so the report visibly uses this saved fit.
     return {"convention": "6N", "params_kind": "total",
-            "approach3": dict(LAW, a=0.4516, b=0.5484, objective=1.234e-3, n_points=18)}
+            "approach3": dict(LAW_PARAMS, a=0.4516, b=0.5484, objective=1.234e-3, n_points=18)}
 
 
 def test_report_from_a_csv_with_a_saved_fit(tmp_path, capsys):
@@ -112,13 +113,13 @@ def _write_runs(runs: Path) -> None:
     """A runs directory per the run-store contract: 3 budgets x 5 sizes, one diverged run."""
     rng = np.random.default_rng(2)
     for budget in (1e15, 1e16, 1e17):
-        n_opt, _ = parametric_frontier(LAW, budget)
+        n_opt = LAW.params_opt(budget)
         for i, n in enumerate(n_opt * np.geomspace(0.25, 4, 5)):
             name = EVIL if (budget, i) == (1e15, 2) else f"b{budget:.0e}-n{i}"
             run = runs / EVIL_DIR / f"run{budget:.0e}-{i}"
             run.mkdir(parents=True)
             tokens = budget / (6 * n)
-            loss = parametric_loss(LAW, n, tokens) * np.exp(0.003 * rng.standard_normal())
+            loss = LAW.predict(n, tokens) * np.exp(0.003 * rng.standard_normal())
             if name == EVIL:
                 loss *= 1.2  # the worst-fitted run, so the report lists its name
             config = {"run_name": name, "sweep": EVIL_DIR, "budget": budget,

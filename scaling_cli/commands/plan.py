@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from scaling.errors import UserError, positive_number
+from scaling.fileio import read_json_object
+from scaling.flops import check_convention
 from scaling_cli.commands._format import si
-from scaling.errors import UserError
+from scaling.model_config import DEFAULT_SEQ_LEN
+from sweeps.grid import plan_budget_full
+from sweeps.plan import format_summary, plan_summary, plan_sweep
+from sweeps.spec import check_argument, check_number, load_spec
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",
            "FLOPs", "error")
@@ -33,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FLOP convention: 6N, kaplan, chinchilla or deepseek (default 6N)")
     parser.add_argument("--vocab-size", metavar="V", default="256",
                         help="vocabulary size (default 256, the byte tokenizer)")
-    parser.add_argument("--seq-len", metavar="L", default="256",
-                        help="sequence length (default 256)")
+    parser.add_argument("--seq-len", metavar="L", default=str(DEFAULT_SEQ_LEN),
+                        help=f"sequence length (default {DEFAULT_SEQ_LEN})")
     parser.add_argument("--tokens-per-second", metavar="R", default=None,
                         help="with SPEC: training rate for the wall-time estimate (default: "
                              "measured on finished runs in --runs-dir)")
@@ -51,62 +56,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print a JSON list of runs instead of a table")
 
 
-def _int(text: str, where: str, lo: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: expected {expected}, got {text!r}") from None
-    if value < lo:
-        raise UserError(f"{where}: expected {expected}, got {text!r}")
-    return value
-
-
-def _float(text: str, where: str, expected: str) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: expected {expected}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise UserError(f"{where}: expected {expected}, got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    from scaling.flops import check_convention
-    from sweeps.grid import MAX_BUDGET, MIN_SIZES, plan_budget_full
-
     if args.spec is not None:
         if args.budget:
             raise UserError("--budget: give either SPEC or --budget values, not both")
         return _run_spec(args)
-    else:
-        if not args.budget:
-            raise UserError("--budget: expected at least one FLOP budget (or a SPEC file)")
-        n_sizes = _int(args.sizes, "--sizes", MIN_SIZES, f"an integer >= {MIN_SIZES}")
-        span = _float(args.span, "--span", "a number > 1")
-        if span <= 1:
-            raise UserError(f"--span: expected a number > 1, got {args.span!r}")
-        convention = check_convention(args.convention, "--convention")
-        vocab_size = _int(args.vocab_size, "--vocab-size", 1, "a positive integer")
-        seq_len = _int(args.seq_len, "--seq-len", 1, "a positive integer")
-        budgets = []
-        for text in args.budget:
-            budget = _float(text, "--budget", f"a positive number of FLOPs <= {MAX_BUDGET:.0e}")
-            if budget <= 0 or budget > MAX_BUDGET:
-                raise UserError(f"--budget: expected a positive number of FLOPs <= "
-                                f"{MAX_BUDGET:.0e}, got {text!r}")
-            budgets.append(budget)
-        planned, dropped = [], []
-        for budget in budgets:
-            try:
-                plan = plan_budget_full(budget, n_sizes=n_sizes, span=span,
-                                        convention=convention, vocab_size=vocab_size,
-                                        seq_len=seq_len)
-            except UserError as e:
-                raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
-            planned.extend(plan.runs)
-            dropped.extend(plan.dropped)
-
+    if not args.budget:
+        raise UserError("--budget: expected at least one FLOP budget (or a SPEC file)")
+    # each bound is the spec field's (grid.sizes, grid.span, data.seq_len, budgets)
+    n_sizes = check_argument(args.sizes, "grid.sizes", "--sizes")
+    span = check_argument(args.span, "grid.span", "--span")
+    convention = check_convention(args.convention, "--convention")
+    vocab_size = check_number(args.vocab_size, "--vocab-size", integer=True, lo=1)
+    seq_len = check_argument(args.seq_len, "data.seq_len", "--seq-len")
+    budgets = [check_argument(text, "budgets", "--budget") for text in args.budget]
+    try:
+        plans = [plan_budget_full(budget, n_sizes=n_sizes, span=span, convention=convention,
+                                  vocab_size=vocab_size, seq_len=seq_len) for budget in budgets]
+    except UserError as e:
+        raise UserError(f"--{e}" if str(e).startswith("budget:") else str(e)) from None
+    planned = [r for p in plans for r in p.runs]
+    dropped = [d for p in plans for d in p.dropped]
     if args.json:
         print(json.dumps([run.to_dict() for run in planned], indent=2))
     else:
@@ -118,15 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_spec(args: argparse.Namespace) -> int:
-    from sweeps.plan import format_summary, plan_summary, plan_sweep
-    from sweeps.spec import load_spec
-
-    rate = None
-    if args.tokens_per_second is not None:
-        rate = _float(args.tokens_per_second, "--tokens-per-second", "a positive number")
-        if rate <= 0:
-            raise UserError(f"--tokens-per-second: expected a positive number, "
-                            f"got {args.tokens_per_second!r}")
+    rate = (None if args.tokens_per_second is None
+            else positive_number(args.tokens_per_second, "--tokens-per-second"))
+    noise = check_number(args.noise, "--noise", lo=0) if args.simulate else None
     plan = plan_sweep(load_spec(args.spec))
     planned = [item.planned for item in plan.runs]
     if args.json:
@@ -134,28 +98,23 @@ def _run_spec(args: argparse.Namespace) -> int:
         return 0
     print(format_table(planned))
     print(format_summary(plan_summary(plan, tokens_per_second=rate, runs_dir=args.runs_dir)))
-    if args.simulate:
-        noise = _float(args.noise, "--noise", "a number >= 0")
-        if noise < 0:
-            raise UserError(f"--noise: expected a number >= 0, got {args.noise!r}")
+    if noise is not None:
         print(_simulation(planned, Path(args.runs_dir) / plan.spec.name, noise))
     return 0
 
 
 def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
     """What a fit of this grid would pin down, from refits of simulated studies."""
+    # analysis imports pandas and JAX: only --simulate pays for them, not `scaling --help`
     import pandas as pd
 
-    from analysis.approach3 import Approach3Result
+    from analysis.fitdoc import read_fit
     from analysis.simulate import EPOCH_LAW, simulate_study
-    from scaling.fileio import read_json_object
 
     law, source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
     fit_path = sweep_dir / "fit.json"
-    if fit_path.is_file():
-        block = read_json_object(fit_path).get("approach3")
-        if isinstance(block, dict) and "error" not in block:
-            law, source = Approach3Result.from_dict(block), str(fit_path)
+    if fit_path.is_file() and read_fit(fit_path).parametric("approach3")[1] is not None:
+        law, source = read_fit(fit_path).parametric("approach3")[1], str(fit_path)
     design = pd.DataFrame({"params": [p.n_params for p in planned],
                            "tokens": [p.n_tokens for p in planned],
                            "budget": [p.budget for p in planned]})

@@ -9,6 +9,15 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+
+from analysis import artifacts
+from analysis.fitdoc import read_fit, resolve_fit_path
+from analysis.plots import human_count
+from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
+from analysis.report import fmt_num
+from scaling.errors import UserError
+from scaling.fileio import to_json
 
 APPROACH_ALIASES = {"1": "approach1", "2": "approach2", "3": "approach3", "vpnls": "vpnls",
                     "approach1": "approach1", "approach2": "approach2",
@@ -46,18 +55,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from analysis import artifacts
-    from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
-    from scaling.errors import UserError
-    from scaling.fileio import to_json
-
-    fit_path = artifacts.resolve_fit_path(args.fit)
-    fit = artifacts.read_fit(fit_path)
+    fit_path = resolve_fit_path(args.fit)
+    fit = read_fit(fit_path)
     vocab, seq_len = artifacts.model_dims(Path(args.fit))
-    if vocab is None and isinstance(fit.get("source"), str):
-        vocab, seq_len = artifacts.model_dims(Path(fit["source"]))
+    if vocab is None and fit.source:
+        vocab, seq_len = artifacts.model_dims(Path(fit.source))
     for name in ("vocab_size", "seq_len"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -77,8 +79,6 @@ def run(args) -> int:
 
 
 def _count(x) -> str:
-    from analysis.plots import human_count
-
     return human_count(x) if x is not None else "-"
 
 
@@ -89,9 +89,6 @@ def _with_ci(rec, name: str, value, fmt) -> str:
 
 def format_recommendation(rec, fit_path) -> str:
     """The plan as a few aligned lines a person reads at a glance."""
-    def num(x):
-        return f"{x:.4g}" if x is not None else "-"
-
     level = f" ({rec.level:.0%} intervals from {rec.n_bootstrap} bootstrap fits)" if rec.level else ""
     lines = [f"Budget {rec.budget:.3g} FLOPs, {rec.approach}, {rec.mode.replace('_', '-')}"
              f"{level}", f"fit: {fit_path}", ""]
@@ -100,7 +97,7 @@ def format_recommendation(rec, fit_path) -> str:
             ("tokens D", _with_ci(rec, "n_tokens", rec.n_tokens, _count)),
             ("tokens per parameter", _with_ci(rec, "tokens_per_param", rec.tokens_per_param,
                                               lambda x: f"{x:.1f}")),
-            ("predicted loss", _with_ci(rec, "loss", rec.loss, num) + " nats/token"
+            ("predicted loss", _with_ci(rec, "loss", rec.loss, fmt_num) + " nats/token"
              if rec.loss is not None else "-")]
     if rec.mode != "compute_optimal":
         co = rec.compute_optimal

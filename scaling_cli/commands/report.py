@@ -7,10 +7,13 @@ saved). Writes DIR/figures/*.png, DIR/report.md and DIR/report.html; DIR default
 
 from __future__ import annotations
 
+from analysis.report import build_report
+from scaling.errors import UserError
+from scaling.fileio import to_json
+from scaling_cli.commands.recommend import APPROACH_ALIASES, positive_float
+
 
 def add_arguments(parser) -> None:
-    from scaling_cli.commands.recommend import APPROACH_ALIASES, positive_float
-
     parser.add_argument("src", metavar="RUNS_DIR|CSV", help="a runs directory or a CSV of runs")
     parser.add_argument("--fit", metavar="FIT.json",
                         help="the fit to report (default: the saved one beside SRC); computed "
@@ -24,11 +27,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from analysis.report import build_report
-    from scaling_cli.commands.recommend import APPROACH_ALIASES
-    from scaling.errors import UserError
-    from scaling.fileio import to_json
-
     if args.budget is not None and args.budget <= 0:
         raise UserError(f"--budget: expected a positive number of FLOPs, got {args.budget}")
     paths = build_report(args.src, fit_path=args.fit, out_dir=args.out, budget=args.budget,

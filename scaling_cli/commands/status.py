@@ -7,8 +7,13 @@ States: pending, running, interrupted (a running record whose process is gone: t
 from __future__ import annotations
 
 import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
 
 from scaling_cli.commands._format import si
+from sweeps.status import status_rows, summarize
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,18 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from sweeps.status import status_rows, summarize
-
     rows = status_rows(args.runs_dir)
     summary = summarize(rows)
     if args.json:
         print(json.dumps({"summary": summary, "runs": rows}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{args.runs_dir}: {summary['runs']} runs", title_justify="left")
     for col in ("sweep", "run", "state", "budget", "N", "tokens", "step", "eval loss", "reason"):
         table.add_column(col, overflow="fold")

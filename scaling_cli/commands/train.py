@@ -5,10 +5,9 @@ checkpoint. Exit 0 when the run finished, 1 when it diverged or failed, 2 on bad
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from scaling.errors import RunFailed, UserError
-
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a terminated process
+from scaling.errors import EXIT_TERMINATED, RunFailed, UserError
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -37,8 +36,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from scaling.train import train_run
 
     run_dir = Path(args.run_dir)

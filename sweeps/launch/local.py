@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaling import runs
+from scaling.errors import UserError
 from sweeps.launch.worker import EXIT_LOCKED, EXIT_TERMINATED
 
 RETRY_LOCKED_S = 1.0
@@ -36,7 +37,6 @@ class Progress:
     total: int
     states: dict[Path, str] = field(default_factory=dict)  # final or current state per run
     running: set[Path] = field(default_factory=set)
-    elsewhere: set[Path] = field(default_factory=set)  # locked by another launcher
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s == state)
@@ -77,14 +77,77 @@ def worker_env(slot: int, cores: list[int], gpus: list[str]) -> dict[str, str]:
 def _branch_source(run_dir: Path) -> Path | None:
     try:
         wsd = runs.read_config_json(run_dir).get("wsd") or {}
-    except runs.UserError:
-        return None
-    if not wsd.get("branch_of"):
-        return None
-    try:
-        return runs.safe_child(run_dir.parent, wsd["branch_of"])
-    except runs.UserError:
+        return runs.safe_child(run_dir.parent, wsd["branch_of"]) if wsd.get("branch_of") else None
+    except UserError:
         return None  # the worker refuses it and marks the run failed
+
+
+class _Slots:
+    """The launcher's worker slots: which run each trains, and the queue of runs waiting."""
+
+    def __init__(self, queue: list[Path], progress: Progress, workers: int,
+                 threads_per_worker: int | None, train_cmd: Sequence[str] | None) -> None:
+        self.queue, self.progress, self.train_cmd = queue, progress, train_cmd
+        self.cores, self.gpus = cpu_slots(workers, threads_per_worker), gpu_ids()
+        self.free = list(range(workers))
+        self.active: dict[Path, tuple[subprocess.Popen, int]] = {}
+        self.retry_at: dict[Path, float] = {}
+
+    def _blocked(self, d: Path) -> bool:
+        """Whether `d` must wait (its WSD stable run is not done; marked failed if that failed)."""
+        source = _branch_source(d)
+        if source is None:
+            return False
+        source_state = runs.effective_state(source)
+        if source_state in ("failed", "diverged"):
+            self.progress.states[d] = "failed"
+            runs.write_status(d, "failed", reason=f"its stable run {source.name} {source_state}")
+            self.queue.remove(d)
+        return source_state != "done"
+
+    def start_ready(self) -> None:
+        now = time.monotonic()
+        for d in list(self.queue):
+            if not self.free:
+                break
+            if self.retry_at.get(d, 0) <= now and not self._blocked(d):
+                self._start(d)
+
+    def _start(self, d: Path) -> None:
+        slot = self.free.pop(0)
+        cmd = [sys.executable, "-m", "sweeps.launch.worker", str(d)]
+        if self.train_cmd is not None:
+            cmd += ["--", *self.train_cmd]
+        proc = subprocess.Popen(cmd, env=worker_env(slot, self.cores[slot], self.gpus),
+                                stdin=subprocess.DEVNULL)
+        try:
+            os.sched_setaffinity(proc.pid, self.cores[slot])
+        except (AttributeError, OSError):
+            pass
+        self.active[d] = (proc, slot)
+        self.queue.remove(d)
+        self.progress.running.add(d)
+        self.progress.states[d] = "running"
+
+    def reap(self, stopping: bool) -> None:
+        """Collect the workers that exited; requeue a run locked elsewhere or stopped by
+        someone else's SIGTERM."""
+        for d, (proc, slot) in list(self.active.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del self.active[d]
+            self.free = sorted([*self.free, slot])
+            self.progress.running.discard(d)
+            if rc == EXIT_LOCKED:  # another launcher trains it: look again later
+                self.progress.states[d] = "running"
+                self.retry_at[d] = time.monotonic() + RETRY_LOCKED_S
+                self.queue.append(d)
+            elif rc == EXIT_TERMINATED and not stopping:
+                self.queue.append(d)
+                self.progress.states[d] = "pending"
+            else:
+                self.progress.states[d] = _final_state(d, rc)
 
 
 def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
@@ -102,89 +165,29 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
     """
     dirs = [Path(d) for d in run_dirs]
     progress = Progress(total=len(dirs))
-    queue: list[Path] = []
+    skip = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     for d in dirs:
         state = runs.settle_state(d)
-        if state == "done" or state == "diverged" or (state == "failed" and not retry_failed):
-            progress.states[d] = state
-        else:
-            progress.states[d] = "pending"
-            queue.append(d)
-    slots = cpu_slots(workers, threads_per_worker)
-    gpus = gpu_ids()
-    free = list(range(workers))
-    active: dict[Path, tuple[subprocess.Popen, int]] = {}
-    retry_at: dict[Path, float] = {}
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
+        progress.states[d] = state if state in skip else "pending"
+    slots = _Slots([d for d in dirs if progress.states[d] == "pending"], progress, workers,
+                   threads_per_worker, train_cmd)
+    stop: list[int] = []  # the signals received
     handlers = {}
     for s in (signal.SIGTERM, signal.SIGINT):
         try:
-            handlers[s] = signal.signal(s, on_signal)
+            handlers[s] = signal.signal(s, lambda signum, frame: stop.append(signum))
         except ValueError:  # not the main thread: the caller handles signals
             pass
     try:
-        while queue or active:
-            if stop["signal"] is not None:
-                _stop_all(active)
+        while slots.queue or slots.active:
+            if stop:
+                _stop_all(slots.active)
                 raise KeyboardInterrupt
-            now = time.monotonic()
-            for d in list(queue):
-                if not free:
-                    break
-                if retry_at.get(d, 0) > now:
-                    continue
-                source = _branch_source(d)
-                if source is not None:
-                    source_state = runs.effective_state(source)
-                    if source_state in ("failed", "diverged"):
-                        progress.states[d] = "failed"
-                        runs.write_status(d, "failed", reason=f"its stable run {source.name} "
-                                          f"{source_state}")
-                        queue.remove(d)
-                        continue
-                    if source_state != "done":
-                        continue
-                slot = free.pop(0)
-                cmd = [sys.executable, "-m", "sweeps.launch.worker", str(d)]
-                if train_cmd is not None:
-                    cmd += ["--", *train_cmd]
-                proc = subprocess.Popen(cmd, env=worker_env(slot, slots[slot], gpus),
-                                        stdin=subprocess.DEVNULL)
-                try:
-                    os.sched_setaffinity(proc.pid, slots[slot])
-                except (AttributeError, OSError):
-                    pass
-                active[d] = (proc, slot)
-                queue.remove(d)
-                progress.running.add(d)
-                progress.elsewhere.discard(d)
-                progress.states[d] = "running"
-            for d, (proc, slot) in list(active.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                del active[d]
-                free.append(slot)
-                free.sort()
-                progress.running.discard(d)
-                if rc == EXIT_LOCKED:
-                    progress.elsewhere.add(d)
-                    progress.states[d] = "running"
-                    retry_at[d] = time.monotonic() + RETRY_LOCKED_S
-                    queue.append(d)
-                    continue
-                if rc == EXIT_TERMINATED and stop["signal"] is None:
-                    queue.append(d)  # stopped by someone else's SIGTERM: run it again
-                    progress.states[d] = "pending"
-                    continue
-                progress.states[d] = _final_state(d, rc)
+            slots.start_ready()
+            slots.reap(stopping=bool(stop))
             if on_update is not None:
                 on_update(progress)
-            if queue or active:
+            if slots.queue or slots.active:
                 time.sleep(poll_s)
     finally:
         for s, h in handlers.items():
@@ -197,13 +200,9 @@ def run_local(run_dirs: Sequence[str | os.PathLike], *, workers: int = 1,
 def _final_state(run_dir: Path, rc: int) -> str:
     try:
         state = runs.effective_state(run_dir)
-    except runs.UserError:
+    except UserError:
         return "failed"
-    if state in runs.TERMINAL_STATES:
-        return state
-    if rc == 0:
-        return "done"
-    return "failed"
+    return state if state in runs.TERMINAL_STATES else "done" if rc == 0 else "failed"
 
 
 def _stop_all(active: dict[Path, tuple[subprocess.Popen, int]], grace_s: float = 60.0) -> None:

@@ -4,12 +4,12 @@ The launchers start one worker per run. The worker takes the run's RunLock (exit
 once if a live owner holds it: another launcher is training it), skips a run that is
 already finished, and otherwise runs the trainer as its own child process,
 ``python -m scaling_cli train RUN_DIR`` by default (CMD, with RUN_DIR appended, replaces it:
-the documented test hook). The child inherits the lock (scaling.runs.INHERITED_LOCK_ENV)
+the documented test hook). The child inherits the lock (scaling.lock.INHERITED_LOCK_ENV)
 and dies with the worker (PR_SET_PDEATHSIG), so a killed worker never leaves a trainer
 running without its lock. The trainer's output goes to RUN_DIR/train.log.
 
 A WSD branch (config.json "wsd": {"branch_of", "branch_step"}) is first seeded from its
-stable run's checkpoint (scaling.train.start_from); a stable run is trained with
+stable run's checkpoint (sweeps.wsd.start_from); a stable run is trained with
 ``--keep-steps`` at its branches' start points.
 
 Exit: 0 done, 1 diverged or failed (status.json says why), 75 locked elsewhere, 143
@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 from scaling import runs
-from scaling.errors import UserError
+from scaling.errors import EXIT_TERMINATED, UserError
 from scaling.host_env import tuned_environ
+from scaling.lock import RunLock
 
 EXIT_LOCKED = 75
-EXIT_TERMINATED = 143
 DEFAULT_TRAIN_CMD = (sys.executable, "-m", "scaling_cli", "train", "--quiet")
 TOUCH_EVERY_S = 15.0
 LOG_FILE = "train.log"
@@ -60,7 +60,7 @@ def _last_line(path: Path) -> str | None:
 def run_worker(run_dir: str | os.PathLike, train_cmd: list[str] | tuple[str, ...] | None = None,
                stale_after: float = runs.DEFAULT_STALE_AFTER_S) -> int:
     run_dir = Path(run_dir)
-    lock = runs.RunLock(run_dir, stale_after=stale_after)
+    lock = RunLock(run_dir, stale_after=stale_after)
     if not lock.acquire(blocking=False):
         return EXIT_LOCKED
     try:
@@ -69,7 +69,7 @@ def run_worker(run_dir: str | os.PathLike, train_cmd: list[str] | tuple[str, ...
         lock.release()
 
 
-def _train_locked(run_dir: Path, lock: runs.RunLock, train_cmd: list[str]) -> int:
+def _train_locked(run_dir: Path, lock: RunLock, train_cmd: list[str]) -> int:
     state = runs.settle_state(run_dir)
     if state == "done":
         return 0
@@ -142,7 +142,8 @@ def _wsd_args(run_dir: Path) -> list[str] | None:
                 runs.write_status(run_dir, "pending", reason=f"waiting for {source.name} to reach "
                                   f"step {step}")
                 return None
-            from scaling.train import start_from
+            # Lazy: sweeps.wsd loads JAX and orbax (3 s, 200 MB), which only a branch needs.
+            from sweeps.wsd import start_from
 
             start_from(run_dir, source, step)
     return []

@@ -7,16 +7,20 @@ import numpy as np
 import pytest
 
 from analysis.approach3 import (
+    HUBER_DELTA,
     Approach3Result,
-    _fit_averaged_huber_bug,
     _Scaling,
     _value_and_grad_np,
     batched_lbfgs,
+    check_points,
     chinchilla_grid,
     fit_approach3,
     fit_vpnls,
+    huber,
+    log_residuals,
     objective,
 )
+from analysis.fitdoc import FitDocument
 from analysis.load import chinchilla_csv_to_points, drop_highest_loss
 from analysis.simulate import generate_points, isoflop_design
 from scaling.errors import UserError
@@ -107,6 +111,33 @@ def test_batched_kernel_agrees_with_scipy_per_start(chinchilla):
     assert f2[0] == pytest.approx(2 * f[0], rel=1e-6)
 
 
+def _fit_averaged_huber_bug(n_params, n_tokens, loss, starts, delta=HUBER_DELTA):
+    """THE BUG, kept here only to test that the library does not have it.
+
+    Hoffmann et al. (2022) fitted Approach 3 with the Huber loss AVERAGED over points.
+    Besiroglu et al. (2024) showed that this shrinks the gradient by the number of points,
+    below L-BFGS's default gradient tolerance, so the optimiser stops almost where it
+    started. This reproduces that: scipy L-BFGS-B with its default tolerances on the
+    averaged objective, from each of `starts` (rows a, b, e, alpha, beta), in raw
+    (unscaled) coordinates as the original code did. Returns one result per start.
+    """
+    from scipy.optimize import minimize
+
+    n, d, l = check_points(n_params, n_tokens, loss)
+    log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
+
+    def mean_obj(theta):
+        return huber(log_residuals(theta, log_n, log_d, log_l), delta).mean()
+
+    out = []
+    for start in np.atleast_2d(starts):
+        res = minimize(mean_obj, start, method="L-BFGS-B")
+        out.append(Approach3Result.from_theta(
+            res.x, objective(res.x, n, d, l, delta), len(n), method="averaged_huber_bug",
+            n_starts=1, extra={"start": list(map(float, start)), "nit": int(res.nit)}))
+    return out
+
+
 def test_averaged_huber_reproduces_the_published_failure(chinchilla, chinchilla_fit):
     rng = np.random.default_rng(0)
     grid = chinchilla_grid()
@@ -167,10 +198,11 @@ def test_dict_round_trip(chinchilla_fit):
     d = chinchilla_fit.to_dict()
     for key in ("A", "B", "E", "alpha", "beta", "objective", "a", "b", "G", "n_points"):
         assert key in d
-    back = Approach3Result.from_dict(d)
+    back = FitDocument.from_dict({"approach3": d}).approaches["approach3"]
+    assert back == chinchilla_fit
     assert back.params == pytest.approx(chinchilla_fit.params)
     with pytest.raises(UserError, match="alpha"):
-        Approach3Result.from_dict({"A": 1, "B": 1, "E": 1, "beta": 1})
+        FitDocument.from_dict({"approach3": {"A": 1, "B": 1, "E": 1, "beta": 1}})
 
 
 def test_bad_input_is_a_user_error():

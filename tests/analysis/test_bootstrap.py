@@ -13,8 +13,8 @@ from analysis.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from analysis.fits import fit_all, fit_document
-from analysis.load import LoadInfo
+from analysis.fitdoc import FitDocument
+from analysis.fits import fit_all
 from analysis.simulate import generate_curves, generate_points, isoflop_design
 from scaling.errors import UserError
 
@@ -48,17 +48,17 @@ def test_resampling_keeps_each_budget_and_is_seeded(noisy):
 
 def test_intervals_cover_the_truth_and_match_the_sampling_spread(noisy, boot):
     pts, base = noisy
-    a3 = boot.samples["approach3"]
+    a3 = boot["approach3"].samples
     assert set(a3) == {"A", "B", "E", "alpha", "beta", "a", "b", "G"}
     for name, truth in (("alpha", LAW.alpha), ("beta", LAW.beta), ("a", LAW.a),
                         ("E", LAW.E)):
-        lo, hi = boot.ci("approach3", name, level=0.99)
+        lo, hi = boot["approach3"].interval(name, level=0.99)
         assert lo < truth < hi, name
-        lo8, hi8 = boot.ci("approach3", name)
+        lo8, hi8 = boot["approach3"].interval(name)
         assert lo <= lo8 < hi8 <= hi
     # Bootstrap spread of alpha is the estimator's own: simulate_study on this design at
     # 0.5% noise gives an 80% width of ~0.009 (sd 0.0035); allow a factor 2 either way.
-    w = np.subtract(*boot.ci("approach3", "alpha")[::-1])
+    w = np.subtract(*boot["approach3"].interval("alpha")[::-1])
     assert 0.004 < w < 0.02
     # The batched refit agrees with a full 4,500-start fit of the same resample.
     row = resample_indices(pts, 300, seed=1)[0]
@@ -66,13 +66,13 @@ def test_intervals_cover_the_truth_and_match_the_sampling_spread(noisy, boot):
                          pts["loss"].to_numpy()[row])
     assert a3["alpha"][0] == pytest.approx(full.alpha, abs=2e-4)
     assert a3["beta"][0] == pytest.approx(full.beta, abs=2e-4)
-    lo, hi = boot.ci("approach2", "a", level=0.99)
+    lo, hi = boot["approach2"].interval("a", level=0.99)
     assert lo < LAW.a < hi
 
 
-def test_annotate_adds_cis_and_samples(noisy, boot):
+def test_fit_json_has_cis_and_samples(noisy, boot):
     pts, base = noisy
-    doc = boot.annotate(fit_document(pts, LoadInfo("x", "csv"), base))
+    doc = FitDocument(n_points=len(pts), approaches=base, bootstrap=boot).to_dict()
     a3 = doc["approach3"]
     for name in ("A", "B", "E", "alpha", "beta", "a", "b", "G"):
         lo, hi = a3[f"{name}_ci"]
@@ -89,7 +89,7 @@ def test_approach1_bootstrap_from_curves():
     pts = generate_points(isoflop_design(BUDGETS[:4], LAW, 5, 1.0), LAW)
     base = fit_all(pts, curves, approaches=("1",))
     b = bootstrap(pts, base, curves=curves, n=100, seed=0)
-    lo, hi = b.ci("approach1", "a", level=0.98)
+    lo, hi = b["approach1"].interval("a", level=0.98)
     assert lo <= base["approach1"].a <= hi
     assert hi - lo < 0.1
 
@@ -97,13 +97,14 @@ def test_approach1_bootstrap_from_curves():
 def test_holdout_predicts_the_largest_budget():
     pts = generate_points(isoflop_design(BUDGETS, LAW, 9, 1.5), LAW, noise=0.0)
     h = holdout_largest_budget(pts)
-    assert h["budget"] == pytest.approx(BUDGETS[-1])
+    assert h.budget == pytest.approx(BUDGETS[-1])
     # Noiseless data from the model family: extrapolation is exact up to the parabola's
     # approximation of the IsoFLOP curve.
-    assert abs(h["approach3"]["params_opt_log_error"]) < 0.03
-    assert abs(h["approach3"]["loss_opt_error"]) < 1e-3
-    assert h["approach3"]["points_loss_mean_abs_rel_error"] < 1e-4
-    assert abs(h["approach2"]["params_opt_log_error"]) < 0.05
+    a3, a2 = h.predicted["approach3"], h.predicted["approach2"]
+    assert abs(a3["params_opt_log_error"]) < 0.03
+    assert abs(a3["loss_opt_error"]) < 1e-3
+    assert a3["points_loss_mean_abs_rel_error"] < 1e-4
+    assert abs(a2["params_opt_log_error"]) < 0.05
     with pytest.raises(UserError, match="at least 3 budgets"):
         holdout_largest_budget(pts[pts["budget"] < BUDGETS[2]])
 

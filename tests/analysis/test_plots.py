@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 
 from analysis import plots
-from analysis.recommend import parametric_frontier, parametric_loss
+from analysis.approach3 import ParametricLaw
+from analysis.fitdoc import FitDocument
 
-LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW_PARAMS = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW = ParametricLaw(**LAW_PARAMS)
 BUDGETS = (1e17, 1e18, 1e19)
 
 
@@ -19,10 +23,10 @@ def points():
     rng = np.random.default_rng(0)
     rows = []
     for budget in BUDGETS:
-        n_opt, _ = parametric_frontier(LAW, budget)
+        n_opt = LAW.params_opt(budget)
         for n in n_opt * np.geomspace(0.2, 5, 6):
             d = budget / (6 * n)
-            loss = parametric_loss(LAW, n, d) * np.exp(0.004 * rng.standard_normal())
+            loss = LAW.predict(n, d) * np.exp(0.004 * rng.standard_normal())
             rows.append(dict(run=f"b{budget:.0e}-n{n:.3g}", params=n,
                              params_non_embedding=0.8 * n, tokens=d, flops=budget,
                              budget=budget, loss=loss))
@@ -39,12 +43,13 @@ def fit(points):
         x = -c[1] / (2 * c[0])
         minima.append(dict(budget=budget, params_opt=10**x, tokens_opt=budget / (6 * 10**x),
                            loss_opt=float(np.polyval(c, x)), bracketed=budget != 1e19,
-                           coeffs=list(c)))
-    samples = {k: list(v * (1 + 0.02 * rng.standard_normal(200))) for k, v in LAW.items()}
-    return {"convention": "6N", "params_kind": "total",
-            "approach3": dict(LAW, a=0.4516, b=0.5484,
-                              bootstrap={"level": 0.8, "n": 200, "seed": 1, "samples": samples}),
-            "approach2": dict(a=0.47, b=0.53, k_params=0.4, k_tokens=0.42, minima=minima)}
+                           coeffs=[float(v) for v in c]))
+    samples = {k: list(v * (1 + 0.02 * rng.standard_normal(200))) for k, v in LAW_PARAMS.items()}
+    return FitDocument.from_dict({
+        "convention": "6N", "params_kind": "total",
+        "approach3": dict(LAW_PARAMS, a=0.4516, b=0.5484,
+                          bootstrap={"level": 0.8, "n": 200, "seed": 1, "samples": samples}),
+        "approach2": dict(a=0.47, b=0.53, k_params=0.4, k_tokens=0.42, minima=minima)})
 
 
 def _tick_texts(fig):
@@ -78,7 +83,7 @@ def test_isoflop_figure_draws_every_budget_its_parabola_and_marks_unbracketed(po
     # The parabola drawn for a budget is the saved one, evaluated in log10 N.
     curve = ax.lines[0]
     x, y = curve.get_data()
-    c = fit["approach2"]["minima"][0]["coeffs"]
+    c = fit.approaches["approach2"].minima[0].coeffs
     assert np.allclose(y, np.polyval(c, np.log10(x)))
     labels = ax.get_legend().get_texts()
     assert any("NOT bracketed" in t.get_text() for t in labels)
@@ -99,10 +104,10 @@ def test_legend_does_not_cover_the_data(points, fit):
 
 
 def test_isoflop_without_parabolas_draws_the_law(points, fit):
-    bare = {k: v for k, v in fit.items() if k != "approach2"}
+    bare = replace(fit, approaches={"approach3": fit.approaches["approach3"]})
     ax = plots.isoflop_figure(points, bare).axes[0]
     x, y = ax.lines[0].get_data()
-    assert np.allclose(y, parametric_loss(LAW, x, 1e17 / (6 * x)))
+    assert np.allclose(y, LAW.predict(x, 1e17 / (6 * x)))
 
 
 def test_frontier_figure_lines_bands_and_references(points, fit):
@@ -110,7 +115,7 @@ def test_frontier_figure_lines_bands_and_references(points, fit):
     ax_n, ax_d = fig.axes[:2]
     line = next(ln for ln in ax_n.lines if "Approach 3" in str(ln.get_label()))
     c, n = line.get_data()
-    assert np.allclose(n, parametric_frontier(LAW, c)[0])
+    assert np.allclose(n, LAW.params_opt(c))
     assert c.max() >= 1e21  # the target budget is on the axis
     bands = [p for p in ax_n.collections if isinstance(p, PolyCollection)]
     assert bands, "bootstrap band missing"
@@ -131,7 +136,7 @@ def test_landscape_figure_frontier_and_isoflop_lines(points, fit):
     frontier = next(ln for ln in ax.lines if "frontier" in str(ln.get_label()))
     n, d = frontier.get_data()
     budgets = 6 * n * d
-    assert np.allclose(parametric_frontier(LAW, budgets)[0], n)
+    assert np.allclose(LAW.params_opt(budgets), n)
     iso = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
     for line in iso:
         x, y = line.get_data()
@@ -164,7 +169,7 @@ def test_residuals_figure_plots_log_residuals(points, fit):
     ax = fig.axes[0]
     ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections
                          if len(c.get_offsets()) == 6])
-    expect = np.log(points["loss"]) - np.log(parametric_loss(LAW, points["params"],
+    expect = np.log(points["loss"]) - np.log(LAW.predict(points["params"],
                                                              points["tokens"]))
     assert np.allclose(np.sort(ys), np.sort(expect))
 
@@ -176,7 +181,7 @@ def test_save_figure_writes_a_png_atomically(tmp_path, points, fit):
 
 
 def test_non_embedding_fit_plots_non_embedding_counts(points, fit):
-    ne_fit = dict(fit, params_kind="non_embedding")
+    ne_fit = replace(fit, params_kind="non_embedding")
     ax = plots.isoflop_figure(points, ne_fit).axes[0]
     assert "non-embedding" in ax.get_xlabel()
     xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections

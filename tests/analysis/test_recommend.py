@@ -8,24 +8,35 @@ import numpy as np
 import pytest
 
 from analysis import recommend as rec
+from analysis.approach3 import ParametricLaw
+from analysis.fitdoc import FitDocument
 from scaling.errors import UserError
 
 # Hoffmann et al. 2022, eq. 10 (their Approach 3 fit, as published, rounded).
 HOFFMANN = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW = ParametricLaw(**HOFFMANN)
 
 
-def _fit(**law):
+def _raw(**law):
     return {"params_kind": "total", "convention": "6N", "approach3": dict(HOFFMANN, **law)}
 
 
-def _boot_fit(n=400, spread=0.02, seed=0):
+def _fit(**law):
+    return FitDocument.from_dict(_raw(**law))
+
+
+def _raw_boot(n=400, spread=0.02, seed=0):
     rng = np.random.default_rng(seed)
-    fit = _fit()
+    fit = _raw()
     fit["approach3"]["bootstrap"] = {
         "level": 0.8, "n": n, "seed": seed,
         "samples": {k: list(v * (1 + spread * rng.standard_normal(n))) for k, v in HOFFMANN.items()},
     }
     return fit
+
+
+def _boot_fit(n=400, spread=0.02, seed=0):
+    return FitDocument.from_dict(_raw_boot(n, spread, seed))
 
 
 def test_frontier_is_the_closed_form_and_spends_the_budget():
@@ -45,7 +56,7 @@ def test_frontier_is_the_minimum_of_the_law_on_the_isoflop_line():
     budget = 1e21
     r = rec.recommend(_fit(), budget, vocab_size=None)
     n = np.geomspace(r.n_params / 100, r.n_params * 100, 200_001)
-    loss = rec.parametric_loss({k: np.float64(v) for k, v in HOFFMANN.items()}, n, budget / (6 * n))
+    loss = LAW.predict(n, budget / (6 * n))
     assert n[np.argmin(loss)] == pytest.approx(r.n_params, rel=1e-3)
     assert loss.min() == pytest.approx(r.loss, rel=1e-9)
 
@@ -69,8 +80,8 @@ def test_published_table_a3_is_within_the_rounding_of_the_published_constants(
     # land within the factor that box allows (0.70x-0.82x here, i.e. within 1.5x).
     alpha = np.linspace(0.335, 0.345, 21)[:, None]
     beta = np.linspace(0.275, 0.285, 21)[None, :]
-    box = dict(A=406.4, B=410.7, E=1.69, alpha=alpha, beta=beta)
-    n_box, _ = rec.parametric_frontier(box, budget)
+    box = ParametricLaw(A=406.4, B=410.7, E=1.69, alpha=alpha, beta=beta)
+    n_box = box.params_opt(budget)
     assert n_box.min() <= n_published <= n_box.max()
     r = rec.recommend(_fit(), budget, vocab_size=None)
     assert n_published / 1.5 < r.n_params < n_published * 1.5
@@ -89,8 +100,8 @@ def test_effective_data_matches_hand_values():
 
 def _brute_inference(budget, t_inf):
     law = HOFFMANN
-    n_opt, d_opt = rec.parametric_frontier(law, budget)
-    target = rec.parametric_loss(law, n_opt, d_opt)
+    n_opt, d_opt = LAW.params_opt(budget), LAW.tokens_opt(budget)
+    target = LAW.predict(n_opt, d_opt)
     n_min = (law["A"] / (target - law["E"])) ** (1 / law["alpha"])
     n = np.geomspace(n_min * 1.0001, n_opt * 1.0, 400_001)
     d = (law["B"] / (target - law["E"] - law["A"] * n ** -law["alpha"])) ** (1 / law["beta"])
@@ -148,9 +159,8 @@ def test_data_constrained_matches_brute_force_and_repeats_more_when_data_is_scar
         n = np.geomspace(r.compute_optimal["n_params"] / 1e3, r.compute_optimal["n_params"] * 1e3,
                          300_001)
         d = budget / (6 * n)
-        base = rec.compute_optimal_params_for_tokens(HOFFMANN, unique)
-        loss = rec.parametric_loss(HOFFMANN, rec.effective_params(n, base),
-                                   rec.effective_tokens(d, unique))
+        base = LAW.params_for_tokens(unique)
+        loss = LAW.predict(rec.effective_params(n, base), rec.effective_tokens(d, unique))
         assert dc["loss"] == pytest.approx(loss.min(), rel=1e-7)
         assert dc["loss"] <= loss.min() * (1 + 1e-9)
         assert dc["epochs"] == pytest.approx(r.n_tokens / unique)
@@ -161,9 +171,9 @@ def test_data_constrained_matches_brute_force_and_repeats_more_when_data_is_scar
     assert r.compute_optimal["loss"] < losses[0] < losses[1] < losses[2]
 
 
-def test_compute_optimal_params_for_tokens_inverts_the_frontier():
-    n_opt, d_opt = rec.parametric_frontier(HOFFMANN, 1e22)
-    assert rec.compute_optimal_params_for_tokens(HOFFMANN, d_opt) == pytest.approx(n_opt)
+def test_params_for_tokens_inverts_the_frontier():
+    n_opt, d_opt = LAW.params_opt(1e22), LAW.tokens_opt(1e22)
+    assert LAW.params_for_tokens(d_opt) == pytest.approx(n_opt)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"inference_tokens": 1e13}, {"unique_tokens": 1e11}])
@@ -179,20 +189,21 @@ def test_intervals_contain_the_point_estimate(kwargs):
 
 
 def test_interval_is_the_percentile_of_the_propagated_samples():
-    fit = _boot_fit(n=200)
-    samples = {k: np.asarray(v) for k, v in fit["approach3"]["bootstrap"]["samples"].items()}
-    n_s, _ = rec.parametric_frontier(samples, 1e21)
-    r = rec.recommend(fit, 1e21, vocab_size=None)
+    raw = _raw_boot(n=200)
+    samples = {k: np.asarray(v) for k, v in raw["approach3"]["bootstrap"]["samples"].items()}
+    n_s = ParametricLaw(**samples).params_opt(1e21)
+    r = rec.recommend(FitDocument.from_dict(raw), 1e21, vocab_size=None)
     assert r.ci["n_params"] == pytest.approx(tuple(np.percentile(n_s, [10, 90])))
 
 
 def test_power_law_approach_and_loss_from_the_parametric_law():
-    fit = _fit()
-    fit["approach1"] = {"a": 0.5, "b": 0.5, "k_params": 0.09, "k_tokens": 1.85}
+    raw = _raw()
+    raw["approach1"] = {"a": 0.5, "b": 0.5, "k_params": 0.09, "k_tokens": 1.85}
+    fit = FitDocument.from_dict(raw)
     r = rec.recommend(fit, 1e22, approach="approach1", vocab_size=None)
     assert r.n_params == pytest.approx(0.09 * 1e11)
     assert r.n_tokens == pytest.approx(1.85 * 1e11)
-    assert r.loss == pytest.approx(float(rec.parametric_loss(HOFFMANN, r.n_params, r.n_tokens)))
+    assert r.loss == pytest.approx(float(LAW.predict(r.n_params, r.n_tokens)))
     with pytest.raises(UserError, match="parametric law"):
         rec.recommend(fit, 1e22, approach="approach1", inference_tokens=1e9)
 
@@ -220,18 +231,21 @@ def test_bad_options(kwargs, field):
 
 
 def test_fit_with_a_failed_approach():
-    fit = _fit()
-    fit["approach2"] = {"error": "approach2: expected at least 2 budgets"}
+    raw = _raw()
+    raw["approach2"] = {"error": "approach2: expected at least 2 budgets"}
+    fit = FitDocument.from_dict(raw)
     with pytest.raises(UserError, match="could not be fitted.*2 budgets"):
         rec.recommend(fit, 1e21, approach="approach2")
     assert rec.recommend(fit, 1e21, vocab_size=None).approach == "approach3"
 
 
 def test_fit_missing_keys():
-    fit = _fit()
-    del fit["approach3"]["beta"]
+    raw = _raw()
+    del raw["approach3"]["beta"]
     with pytest.raises(UserError, match="beta"):
-        rec.recommend(fit, 1e21)
+        rec.recommend(FitDocument.from_dict(raw), 1e21)
+    with pytest.raises(UserError, match="fit"):
+        rec.recommend(FitDocument.from_dict([]), 1e21)
     with pytest.raises(UserError, match="fit"):
         rec.recommend([], 1e21)
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import plots, report
-from analysis.recommend import parametric_frontier, parametric_loss, recommend
+from analysis.approach3 import ParametricLaw
+from analysis.bootstrap import Holdout
+from analysis.fitdoc import FitDocument
+from analysis.recommend import recommend
 
-LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW_PARAMS = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
+LAW = ParametricLaw(**LAW_PARAMS)
 EVIL = "<script>alert(1)</script>"
 EVIL_COLUMN = "<img src=x onerror=alert(2)>"
 
@@ -22,12 +27,12 @@ def points():
     rng = np.random.default_rng(0)
     rows = []
     for budget in (1e17, 1e18, 1e19):
-        n_opt, _ = parametric_frontier(LAW, budget)
+        n_opt = LAW.params_opt(budget)
         for n in n_opt * np.geomspace(0.2, 5, 6):
             d = budget / (6 * n)
             rows.append({"run": f"run-{len(rows)}", "params": n, "params_non_embedding": 0.7 * n,
                          "tokens": d, "flops": budget, "budget": budget,
-                         "loss": parametric_loss(LAW, n, d) * np.exp(0.003 * rng.standard_normal()),
+                         "loss": LAW.predict(n, d) * np.exp(0.003 * rng.standard_normal()),
                          EVIL_COLUMN: 1.0})
     df = pd.DataFrame(rows)
     df.loc[0, "run"] = EVIL
@@ -37,17 +42,25 @@ def points():
 
 @pytest.fixture(scope="module")
 def fit():
-    minima = [dict(budget=b, params_opt=parametric_frontier(LAW, b)[0],
-                   tokens_opt=parametric_frontier(LAW, b)[1], loss_opt=3.0,
+    minima = [dict(budget=b, params_opt=LAW.params_opt(b),
+                   tokens_opt=LAW.tokens_opt(b), loss_opt=3.0,
                    bracketed=b != 1e19) for b in (1e17, 1e18, 1e19)]
-    return {"convention": "6N", "params_kind": "total", "excluded": {"diverged": 2},
-            "approach1": {"a": 0.5, "a_ci": [0.48, 0.52], "b": 0.5, "k_params": 0.09,
-                          "k_tokens": 1.85},
-            "approach2": {"a": 0.47, "a_ci": [0.44, 0.5], "b": 0.53, "k_params": 0.4,
-                          "k_tokens": 0.42, "minima": minima},
-            "approach3": dict(LAW, a=0.4516, a_ci=[0.43, 0.47], b=0.5484, objective=1.0e-3,
-                              n_points=18),
-            "vpnls": dict(LAW, a=0.4516, b=0.5484)}
+    return FitDocument.from_dict({
+        "convention": "6N", "params_kind": "total", "excluded": {"diverged": 2},
+        "approach1": {"a": 0.5, "b": 0.5, "k_params": 0.09, "k_tokens": 1.85,
+                      "bootstrap": _bootstrap(a=(0.48, 0.5, 0.52))},
+        "approach2": {"a": 0.47, "b": 0.53, "k_params": 0.4, "k_tokens": 0.42, "minima": minima,
+                      "bootstrap": _bootstrap(a=(0.44, 0.47, 0.5))},
+        "approach3": dict(LAW_PARAMS, a=0.4516, b=0.5484, objective=1.0e-3, n_points=18,
+                          bootstrap=_bootstrap(a=(0.43, 0.4516, 0.47))),
+        "vpnls": dict(LAW_PARAMS, a=0.4516, b=0.5484)})
+
+
+def _bootstrap(**intervals) -> dict:
+    """A bootstrap block whose 80% percentile interval of each name is exactly (lo, hi):
+    of 11 samples, the 10th and 90th percentiles are the 2nd and the 10th."""
+    samples = {k: [lo, lo, *[mid] * 7, hi, hi] for k, (lo, mid, hi) in intervals.items()}
+    return {"level": 0.8, "n": 11, "seed": 0, "samples": samples}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +69,7 @@ def rendered(points, fit, tmp_path_factory):
     fig_path = plots.save_figure(plots.isoflop_figure(points, fit), out / "figures" / "iso.png")
     rec = recommend(fit, 1e20, vocab_size=32_000, seq_len=2048)
     doc = report.build_document(points, fit, rec, source=f"/data/{EVIL}.csv",
-                                info={"excluded": {"diverged": 2, "failed": 1}},
+                                excluded={"diverged": 2, "failed": 1},
                                 figures=[(fig_path, "figures/iso.png", f"IsoFLOP {EVIL}")])
     return report.render_markdown(doc), report.render_html(doc), fig_path, rec
 
@@ -121,13 +134,15 @@ def test_fmt_num(value, text):
     assert report.fmt_num(value) == text
 
 
-def test_holdout_table_from_the_bootstrap_block():
-    holdout = {"budget": 1e19, "observed": {"params_opt": 2.0e8, "loss_opt": 2.98},
-               "approach3": {"params_opt": 2.2e8, "loss_opt": 2.99,
-                             "params_opt_log_error": float(np.log(1.1)),
-                             "points_loss_mean_abs_rel_error": 0.0048},
-               "approach2": {"params_opt": 1.8e8, "params_opt_log_error": float(np.log(0.9))}}
+def test_holdout_table_from_the_holdout_record():
+    holdout = Holdout(
+        budget=1e19, n_train=40, n_heldout=9, observed_params_opt=2.0e8, observed_loss_opt=2.98,
+        observed_bracketed=True,
+        predicted={"approach3": {"params_opt": 2.2e8, "loss_opt": 2.99,
+                                 "params_opt_log_error": float(np.log(1.1)),
+                                 "points_loss_mean_abs_rel_error": 0.0048},
+                   "approach2": {"params_opt": 1.8e8, "params_opt_log_error": float(np.log(0.9))}})
     rows = report.holdout_rows(holdout)
     assert rows[0][:4] == ["Approach 2", "180M", "200M", "-10.0%"]
     assert rows[1] == ["Approach 3", "220M", "200M", "+10.0%", "2.99", "2.98", "0.48%"]
-    assert report.holdout_rows({"error": "too few budgets"}) == []
+    assert report.holdout_rows(replace(holdout, predicted={})) == []

@@ -103,6 +103,21 @@ class Case:
     files: dict[str, str | bytes] = field(default_factory=dict)
 
 
+def parquet_bytes(**columns: list) -> bytes:
+    """A small Parquet file's bytes (pyarrow), for cases that need one on disk."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+# 300 ids 0..299 as nanoGPT writes them (raw uint16): too many for a declared vocabulary of 32
+TOKEN_IDS_300 = b"".join(i.to_bytes(2, "little") for i in range(300))
+
 CSV_HEAD = "params,tokens,loss\n"
 FIRST_RUN = f"runs/fake/{study_configs(sweep='fake')[0].run_name()}"  # a run of the base study
 
@@ -379,6 +394,49 @@ CASES = [
         },
     ),
     Case(
+        "spec-data-parquet-no-column",
+        ("sweep", "spec.toml", "--runs-dir", "runs"),
+        ("spec.toml", "data.text_column", "'text'", "body"),
+        "a Parquet source without the text column",
+        {
+            "spec.toml": spec(
+                (
+                    'source = "synthetic:tokens=20000,vocab=32,seed=1"',
+                    'source = "parquet:corpus.parquet"',
+                ),
+                ("values = [1e9]", "values = [1e11]"),
+            ),
+            "corpus.parquet": parquet_bytes(body=["some text"] * 4),
+        },
+    ),
+    Case(
+        "spec-data-token-ids-beyond-vocab",
+        ("sweep", "spec.toml", "--runs-dir", "runs"),
+        ("spec.toml", "data.vocab_size", "token id", "[0, 32)"),
+        "a token file whose ids exceed the declared `data.vocab_size`",
+        {
+            "spec.toml": spec(
+                (
+                    'source = "synthetic:tokens=20000,vocab=32,seed=1"',
+                    'source = "tokens:ids.bin"\nvocab_size = 32',
+                ),
+                ("values = [1e9]", "values = [1e11]"),
+            ),
+            "ids.bin": TOKEN_IDS_300,
+        },
+    ),
+    Case(
+        "spec-data-scheme-unknown",
+        ("plan", "spec.toml"),
+        ("spec.toml", "data.source", "s3:bucket/corpus", "parquet:PATH"),
+        "an unknown source scheme",
+        {
+            "spec.toml": spec(
+                ('source = "synthetic:tokens=20000,vocab=32,seed=1"', 'source = "s3:bucket/corpus"')
+            )
+        },
+    ),
+    Case(
         "spec-synthetic-option",
         ("plan", "spec.toml"),
         ("data.source", "vocabulary"),
@@ -590,6 +648,33 @@ CASES = [
         {"runs/bad/r/config.json": config(data__source="text:no_such_corpus/")},
     ),
     Case(
+        "train-data-parquet-no-column",
+        ("train", "runs/bad/r"),
+        ("data.text_column", "'text'", "body"),
+        "a config whose Parquet source lacks the text column",
+        {
+            "runs/bad/r/config.json": config(data__source="parquet:corpus.parquet"),
+            "corpus.parquet": parquet_bytes(body=["some text"] * 4),
+        },
+    ),
+    Case(
+        "train-data-token-ids-beyond-vocab",
+        ("train", "runs/bad/r"),
+        ("data.vocab_size", "token id", "[0, 32)"),
+        "a config whose token file has ids beyond `data.vocab_size`",
+        {
+            "runs/bad/r/config.json": config(data__source="tokens:ids.bin", data__vocab_size=32),
+            "ids.bin": TOKEN_IDS_300,
+        },
+    ),
+    Case(
+        "train-data-scheme-unknown",
+        ("train", "runs/bad/r"),
+        ("data.source", "s3:bucket/corpus"),
+        "a config with an unknown source scheme",
+        {"runs/bad/r/config.json": config(data__source="s3:bucket/corpus")},
+    ),
+    Case(
         "train-n-steps-zero",
         ("train", "runs/bad/r"),
         ("n_steps", "positive"),
@@ -680,12 +765,12 @@ def make_base(root: Path) -> Path:
         write_finished_run,
     )
 
-    from scaling import runs
+    from sweeps.ownership import claim_sweep_dir
 
     base = root / "base"
     base.mkdir(parents=True)
     fake_study(base / "runs", sweep="fake")
-    runs.claim_sweep_dir(base / "runs", "fake", "0" * 16, {"name": "fake"})
+    claim_sweep_dir(base / "runs", "fake", "0" * 16, {"name": "fake"})
     extra = study_configs(budgets=(1e9,), widths=(20,), seeds=(1, 2), sweep="fake")
     write_finished_run(
         base / "runs",

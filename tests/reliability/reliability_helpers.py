@@ -1,5 +1,5 @@
 """Shared by the reliability tests and bench/bookkeeping.py: fake finished runs written to
-the run-directory contract (DESIGN.md, COMMON.md), CLI subprocesses, and directory snapshots.
+the run-directory contract (docs/architecture.md), CLI subprocesses, and directory snapshots.
 
 Fake runs are real run directories (created by `scaling.runs.init_run_dir`, so config.json
 carries the derived keys a trainer would see) whose result.json and metrics.jsonl come from

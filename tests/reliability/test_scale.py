@@ -25,12 +25,11 @@ def test_sweep_progress_view_takes_a_bounded_share_of_the_launcher(tmp_path):
     """`scaling sweep` refreshes its progress line from every run's records; if it did so at
     a fixed rate its share of the launcher's single thread would grow with the number of
     runs, and the sweep's overhead quadratically. It must stay a bounded fraction."""
-    from scaling_cli.commands.sweep import _View
     from sweeps.launch.local import Progress
+    from sweeps.progress import SweepProgress
 
     dirs = _many_runs(tmp_path / "runs", 1500)
-    view = _View(quiet=True)
-    view.dirs, view.flops0 = dirs, None
+    view = SweepProgress(quiet=True, dirs=dirs)
     progress = Progress(total=len(dirs), states={d: "running" for d in dirs})
     t = time.perf_counter()
     view.update(progress)  # the first refresh always happens

@@ -88,7 +88,7 @@ def test_symlinked_run_dirs_outside_are_ignored_by_every_reader(tmp_path):
 def test_wsd_branch_source_cannot_point_outside_the_sweep(tmp_path, monkeypatch):
     """config.json's wsd.branch_of names the run whose checkpoint seeds a branch; a hostile
     value must not make the worker restore a checkpoint from outside the runs dir."""
-    import scaling.train
+    import sweeps.wsd
     from sweeps.launch import worker
 
     cfg = study_configs(budgets=(1e9,), widths=(8,), sweep="s")[0]
@@ -97,7 +97,7 @@ def test_wsd_branch_source_cannot_point_outside_the_sweep(tmp_path, monkeypatch)
     (victim / "checkpoints" / "5").mkdir(parents=True)
     runs.update_config_fields(run_dir, wsd={"branch_of": "../../elsewhere", "branch_step": 5})
     seeded = []
-    monkeypatch.setattr(scaling.train, "start_from", lambda *a: seeded.append(a))
+    monkeypatch.setattr(sweeps.wsd, "start_from", lambda *a: seeded.append(a))
     with pytest.raises(UserError):
         worker._wsd_args(run_dir)
     assert seeded == []

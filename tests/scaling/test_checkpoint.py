@@ -10,7 +10,7 @@ from train_helpers import tiny_config  # noqa: E402
 
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import Checkpointer
-from scaling.train import TrainState
+from scaling.train_step import TrainState
 
 
 @pytest.fixture(scope="module")

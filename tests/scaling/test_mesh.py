@@ -47,7 +47,8 @@ import jax, numpy as np
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import Checkpointer
 from scaling.runs import load_run_config
-from scaling.train import TrainState, train_run
+from scaling.train import train_run
+from scaling.train_step import TrainState
 assert len(jax.devices()) == 4, jax.devices()
 dp, fsdp, odd = sys.argv[1:4]
 train_run(dp, progress=False)

@@ -60,7 +60,7 @@ def tokens(cfg: ModelConfig, batch: int = 2, length: int | None = None, seed: in
 
 
 def expected_param_count(cfg: ModelConfig) -> int:
-    """The counting contract of COMMON.md / shapes.py, written out independently."""
+    """The counting contract of scaling/flops.py, written out independently."""
     d, v, a, f, nl = cfg.d_model, cfg.vocab_size, cfg.n_heads * cfg.head_dim, cfg.d_ff, cfg.n_layers
     per_layer = 4 * d * a + 2 * d + (3 if cfg.mlp == "swiglu" else 2) * d * f
     per_layer += 2 * cfg.head_dim if cfg.qk_norm else 0

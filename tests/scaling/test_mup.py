@@ -20,7 +20,7 @@ from scaling.config import OptimConfig, RunConfig, ScheduleConfig
 from scaling.errors import UserError
 from scaling.model import Transformer, block_forward, loss_and_metrics, lr_multipliers, rope_angles
 from scaling.shapes import ModelConfig, make_config
-from scaling.train import build_optimizer, decay_mask
+from scaling.train_step import build_optimizer, decay_mask
 
 SEQ, BATCH, STEPS, BASE = 16, 4, 3, 32
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -176,136 +173,65 @@ def test_list_run_dirs_depth_one_and_two(tmp_path):
         runs.list_run_dirs(tmp_path / "missing")
 
 
-# ----------------------------------------------------------------------------- sweep ownership
 
 
-def test_claim_sweep_dir(tmp_path):
-    d = runs.claim_sweep_dir(tmp_path, "demo", "h1", {"name": "demo"})
-    assert runs.read_sweep_meta(d)["spec_hash"] == "h1"
-    assert runs.claim_sweep_dir(tmp_path, "demo", "h1") == d
-    with pytest.raises(UserError, match="belongs to another spec"):
-        runs.claim_sweep_dir(tmp_path, "demo", "h2")
-    runs.claim_sweep_dir(tmp_path, "demo", "h2", force=True)
-    meta = runs.read_sweep_meta(d)
-    assert meta["spec_hash"] == "h2" and meta["previous_spec_hashes"] == ["h1"]
-    assert runs.spec_hash({"a": 1, "b": 2}) == runs.spec_hash({"b": 2, "a": 1})
-    assert runs.spec_hash({"a": 1}) != runs.spec_hash({"a": 2})
+# ----------------------------------------------------------------------------- typed records
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_runs_dir_is_a_user_error(tmp_path):
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(UserError, match="cannot write"):
-            runs.claim_sweep_dir(tmp_path, "demo", "h1")
-    finally:
-        tmp_path.chmod(0o700)
+def test_read_run_carries_the_resolved_config_status_and_result(tmp_path):
+    from scaling.flops import flops_all, param_counts
+
+    cfg = tiny_cfg(seed=3)
+    run_dir = runs.init_run_dir(tmp_path, cfg, recipe="r1")
+    runs.write_status(run_dir, "running", step=2)
+    rec = runs.read_run(run_dir)
+    assert (rec.run_dir, rec.name, rec.sweep, rec.state) == (run_dir, cfg.run_name(), "s", "running")
+    assert rec.param_counts == param_counts(cfg.model) and rec.n_params == rec.param_counts["total"]
+    assert rec.n_tokens == 5 * 2 * 16 and rec.budget == 1e9 and rec.convention == "6N"
+    for conv, per_token in flops_all(cfg.model).items():
+        assert rec.flops[conv] == pytest.approx(per_token * 160)
+    assert rec.run_flops == rec.flops["6N"]
+    assert (rec.vocab_size, rec.seq_len, rec.n_layers, rec.d_model) == (256, 16, 2, 32)
+    assert (rec.seed, rec.lr, rec.batch_size, rec.n_steps) == (3, cfg.optim.lr, 2, 5)
+    assert (rec.step, rec.pid, rec.host) == (2, os.getpid(), socket.gethostname())
+    assert rec.result is None and rec.measured_tokens_per_s is None
+    runs.write_result(run_dir, {"eval_loss": 2.5, "n_params": 7, "wall_time_s": 3.0,
+                                "flops_by_convention": {"6N": 1e9}, "tokens_per_s": float("nan")})
+    done = runs.read_run(run_dir)  # killed before the status write: the result counts
+    assert done.state == "done" and done.reason is None
+    assert (done.result.eval_loss, done.result.n_params, done.result.wall_time_s) == (2.5, 7, 3.0)
+    assert done.result.flops_by_convention == {"6N": 1e9} and done.result.tokens_per_s is None
+    assert done.n_params == 7  # the trainer's count wins over the planned one
 
 
-# ----------------------------------------------------------------------------- lock
-
-HOLDER = textwrap.dedent("""
-    import os, sys, time
-    from scaling.runs import RunLock
-    lock = RunLock(sys.argv[1])
-    assert lock.acquire(blocking=False)
-    print("ready", os.getpid(), flush=True)
-    time.sleep(60)
-""")
-
-
-def _hold(run_dir: Path) -> subprocess.Popen:
-    """Start a process holding the run's lock."""
-    proc = subprocess.Popen([PY, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().startswith("ready")
-    return proc
+def test_read_run_reports_unreadable_records_and_tolerates_partial_configs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"budget": 1e12, "sweep": "x"}))
+    (tmp_path / "a" / "status.json").write_text(json.dumps({"state": "failed", "reason": "boom"}))
+    rec = runs.read_run(tmp_path / "a")
+    assert (rec.state, rec.reason, rec.budget, rec.n_tokens, rec.param_counts) == (
+        "failed", "boom", 1e12, None, {})
+    (tmp_path / "a" / "result.json").write_text('{"eval_loss": 3.')
+    bad = runs.read_run(tmp_path / "a")
+    assert bad.state == "unreadable" and "result.json" in bad.reason and "not valid JSON" in bad.reason
 
 
-def test_lock_is_exclusive_and_released(tmp_path):
-    a, b = runs.RunLock(tmp_path), runs.RunLock(tmp_path)
-    assert a.acquire(blocking=False)
-    assert a.owner()["pid"] == os.getpid()
-    assert not b.acquire(blocking=False)
-    with pytest.raises(runs.RunLocked):
-        with runs.RunLock(tmp_path):
-            pass
-    a.release()
-    assert a.owner() is None
-    with b:
-        assert b.held
-    assert not b.held
+def test_measured_tokens_per_s_only_when_asked(tmp_path):
+    run_dir = runs.init_run_dir(tmp_path, tiny_cfg())
+    with open(run_dir / runs.METRICS_FILE, "w") as f:
+        for step, rate in ((1, 10.0), (2, 200.0), (3, 400.0), (4, 300.0)):
+            f.write(json.dumps({"step": step, "tokens_per_s": rate}) + "\n")
+        f.write('{"step": 5, "tokens_per_s": 9')  # cut by a crash
+    assert runs.read_run(run_dir).measured_tokens_per_s is None
+    # the first log (compilation) is left out: median of 200, 400, 300
+    assert runs.read_run(run_dir, throughput=True).measured_tokens_per_s == 300.0
 
 
-def test_lock_of_a_killed_holder_is_free(tmp_path):
-    proc = _hold(tmp_path)
-    try:
-        assert not runs.RunLock(tmp_path).acquire(blocking=False)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert runs.RunLock(tmp_path).acquire(blocking=True, timeout=5)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-RAW_HOLDER = textwrap.dedent("""
-    import fcntl, json, os, socket, sys, time
-    # holds the flock while the owner record names another, dead process: what a lock
-    # inherited by a forked orphan, or one left on a shared file system, looks like
-    fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    with open(os.path.join(sys.argv[1], ".lock.owner"), "w") as f:
-        json.dump({"pid": int(sys.argv[2]), "host": socket.gethostname(), "token": "x",
-                   "heartbeat": time.time()}, f)
-    print("ready", os.getpid(), flush=True)
-    time.sleep(60)
-""")
-
-
-def test_lock_held_for_a_dead_owner_is_taken_over(tmp_path):
-    dead = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
-    assert not runs.pid_alive(int(dead.stdout))
-    proc = subprocess.Popen([PY, "-c", RAW_HOLDER, str(tmp_path), dead.stdout.strip()],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("ready")
-        import fcntl
-
-        with open(tmp_path / ".lock", "rb") as f:  # the flock is really held
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        lock = runs.RunLock(tmp_path)
-        assert lock.acquire(blocking=False)
-        assert lock.owner()["pid"] == os.getpid()
-        assert not runs.RunLock(tmp_path).acquire(blocking=False)
-        lock.release()
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_lock_with_a_stale_heartbeat_is_taken_over(tmp_path):
-    proc = _hold(tmp_path)
-    try:
-        assert not runs.RunLock(tmp_path, stale_after=60).acquire(blocking=False)
-        time.sleep(0.3)
-        taker = runs.RunLock(tmp_path, stale_after=0.2)
-        assert taker.acquire(blocking=False)
-        assert taker.owner()["pid"] == os.getpid()
-        taker.release()
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_child_inherits_the_parents_lock(tmp_path):
-    code = ("import sys; from scaling.runs import RunLock; l = RunLock(sys.argv[1]); "
-            "print(l.acquire(blocking=False))")
-    with runs.RunLock(tmp_path) as lock:
-        plain = subprocess.run([PY, "-c", code, str(tmp_path)], capture_output=True, text=True)
-        env = {**os.environ, **lock.child_env()}
-        child = subprocess.run([PY, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                               env=env)
-    assert plain.stdout.strip() == "False"
-    assert child.stdout.strip() == "True"
+def test_iter_runs_lists_by_the_one_rule(tmp_path):
+    dirs = [runs.init_run_dir(tmp_path, tiny_cfg(seed=i)) for i in range(3)]
+    (tmp_path / "s" / "not_a_run").mkdir()
+    assert [r.run_dir for r in runs.iter_runs(tmp_path)] == runs.list_run_dirs(tmp_path) == sorted(dirs)
+    assert [r.seed for r in runs.iter_runs(tmp_path / "s")] == [
+        runs.load_run_config(d).seed for d in sorted(dirs)]
+    with pytest.raises(UserError, match="not a directory"):
+        runs.iter_runs(tmp_path / "missing")  # at once, not on first use

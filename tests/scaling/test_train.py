@@ -9,18 +9,11 @@ sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are no
 from train_helpers import final_params, make_run, read_metrics  # noqa: E402
 
 from scaling import runs
-from scaling_cli.main import main
 from scaling.config import ScheduleConfig
+from scaling.dispatch import aligned_steps_per_dispatch, auto_steps_per_dispatch, chunk_end
 from scaling.errors import UserError
-from scaling.schedules import branch_schedule
-from scaling.train import (
-    _chunk_end,
-    aligned_steps_per_dispatch,
-    auto_steps_per_dispatch,
-    device_peak_flops,
-    start_from,
-    train_run,
-)
+from scaling.train import device_peak_flops, train_run
+from scaling_cli.main import main
 
 METRIC_KEYS = {"step", "tokens", "flops", "train_loss", "lr", "grad_norm", "tokens_per_s", "mfu"}
 RESULT_KEYS = {"eval_loss", "eval_bpb", "n_params", "n_params_non_embedding", "n_tokens", "flops",
@@ -135,26 +128,6 @@ def test_peak_flops_gives_mfu(tmp_path, cache):
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * fpt / 1e12)
 
 
-def test_wsd_branch_from_a_stable_run_equals_training_the_branch(tmp_path, cache):
-    stable_sched = ScheduleConfig(kind="constant", warmup_steps=3, decay_frac=0.2)
-    source = make_run(tmp_path / "s", n_steps=16, schedule=stable_sched)
-    train_run(source, progress=False, keep_steps=(16,))
-    branch_cfg = dict(n_steps=20, schedule=branch_schedule(stable_sched, n_steps=20))
-    assert branch_cfg["schedule"].stable_steps == 16
-    branch = make_run(tmp_path / "b", **branch_cfg)
-    scratch = make_run(tmp_path / "c", **branch_cfg)
-    start_from(branch, source, 16)
-    train_run(branch, progress=False)
-    train_run(scratch, progress=False)
-    for a, b in zip(final_params(branch)[1], final_params(scratch)[1], strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert [r["step"] for r in read_metrics(branch)] == [4, 8, 12, 16, 20]
-    # a branch whose learning rate differs before the branch point is refused
-    other = make_run(tmp_path / "d", n_steps=20, schedule=ScheduleConfig(kind="cosine"))
-    with pytest.raises(UserError, match="schedule"):
-        start_from(other, source, 16)
-
-
 def test_bad_input_is_a_user_error_and_leaves_the_run_dir(tmp_path, cache):
     run_dir = make_run(tmp_path, grad_accum=3)
     before = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
@@ -186,7 +159,7 @@ def test_dispatch_planning():
     # only a mark or the stop cuts a chunk short
     ends, s = [], 0
     while s < 32:
-        s = _chunk_end(s, 32, 5, (5, 10, 0), (13,))
+        s = chunk_end(s, 32, 5, (5, 10, 0), (13,))
         ends.append(s)
     assert ends == [5, 10, 13, 15, 20, 25, 30, 32]
     assert device_peak_flops() is None  # CPU

@@ -52,7 +52,7 @@ def final_params(run_dir: Path, step: int | None = None):
 
     from scaling import mesh as mesh_lib
     from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer
-    from scaling.train import TrainState
+    from scaling.train_step import TrainState
 
     ts = TrainState(runs.load_run_config(run_dir), mesh_lib.make_mesh())
     with Checkpointer(Path(run_dir) / CHECKPOINT_DIR) as ckpt:

@@ -1,6 +1,6 @@
 """A real single-node Slurm cluster on loopback, for @pytest.mark.slurm tests.
 
-What it does (see ../shared/notes/slurm-ci.md for what was measured and the pitfalls):
+What it does (see docs/architecture.md, "The Slurm test cluster", for what was measured and the pitfalls):
 apt-installs slurmctld, slurmd, slurm-client, munge, slurmdbd and mariadb-server when
 missing (root and apt-get needed: otherwise the tests skip and say why), then starts, each in
 the foreground with its pid recorded: munged (unless munge already works), a MariaDB on its

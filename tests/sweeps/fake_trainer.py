@@ -20,12 +20,13 @@ from pathlib import Path
 
 from scaling import runs
 from scaling.fileio import atomic_write_json, read_json
+from scaling.lock import RunLock
 
 
 def main() -> int:
     run_dir = Path(sys.argv[-1])
     cfg = runs.read_config_json(run_dir)
-    with runs.RunLock(run_dir):
+    with RunLock(run_dir):
         stop = {"flag": False}
         signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("flag", True))
         ckpt_path = run_dir / "fake_ckpt.json"

@@ -15,13 +15,12 @@ from scaling.shapes import ModelConfig
 from sweeps.grid import (
     MAX_BUDGET,
     parse_run_name,
-    plan_budget,
     plan_budget_full,
     plan_sizes,
     smallest_budget,
 )
 
-# plan_budget(1e15) with the defaults (6N, vocab 256, seq_len 256, 7 sizes over 30x, 20
+# plan_budget_full(1e15) with the defaults (6N, vocab 256, seq_len 256 as `_runs` passes it, 7 sizes over 30x, 20
 # tokens/param): (n_params, n_layers, d_model, n_heads, d_ff, n_tokens). A change here is a
 # change to the recipe or the solver and must be deliberate.
 SNAPSHOT_1E15 = [
@@ -33,7 +32,7 @@ SNAPSHOT_1E15 = [
     (8949888, 5, 384, 6, 1024, 18622208),
     (16030848, 9, 384, 6, 1024, 10396672),
 ]
-# plan_budget(1e18, convention="chinchilla", vocab_size=32000, seq_len=1024, n_sizes=5, span=10)
+# plan_budget_full(1e18, convention="chinchilla", vocab_size=32000, seq_len=1024, n_sizes=5, span=10)
 SNAPSHOT_1E18_CHINCHILLA = [
     (24680064, 7, 384, 6, 1024, 3918632960),
     (42327360, 6, 576, 9, 1536, 2454130688),
@@ -43,20 +42,25 @@ SNAPSHOT_1E18_CHINCHILLA = [
 ]
 
 
+def _runs(budget, **kwargs):
+    kwargs.setdefault("seq_len", 256)
+    return list(plan_budget_full(budget, **kwargs).runs)
+
+
 def _rows(runs):
     return [(r.n_params, r.config.n_layers, r.config.d_model, r.config.n_heads, r.config.d_ff,
              r.n_tokens) for r in runs]
 
 
 def test_snapshot_default_grid():
-    plan = plan_budget_full(1e15)
+    plan = plan_budget_full(1e15, seq_len=256)
     assert _rows(plan.runs) == SNAPSHOT_1E15
     assert plan.dropped == ()
     assert plan.center_params == pytest.approx(math.sqrt(1e15 / 120))  # 6N: exact
 
 
 def test_snapshot_chinchilla_grid():
-    runs = plan_budget(1e18, convention="chinchilla", vocab_size=32_000, seq_len=1024,
+    runs = _runs(1e18, convention="chinchilla", vocab_size=32_000, seq_len=1024,
                        n_sizes=5, span=10)
     assert _rows(runs) == SNAPSHOT_1E18_CHINCHILLA
 
@@ -80,7 +84,7 @@ def _check_runs(runs, budget, convention, seq_len, unit, tolerance=0.01):
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_grid_is_centred_on_20_tokens_per_param(convention):
-    runs = plan_budget(1e19, convention=convention, vocab_size=50_000, seq_len=2048)
+    runs = _runs(1e19, convention=convention, vocab_size=50_000, seq_len=2048)
     _check_runs(runs, 1e19, convention, 2048, 2048)
     assert len(runs) == 7
     middle = runs[3]
@@ -93,7 +97,7 @@ def test_grid_is_centred_on_20_tokens_per_param(convention):
 
 
 def test_rounding_to_batches_drops_and_says_why():
-    plan = plan_budget_full(1e12, batch_size=256)
+    plan = plan_budget_full(1e12, seq_len=256, batch_size=256)
     unit = 256 * 256
     _check_runs(plan.runs, 1e12, "6N", 256, unit)
     assert len(plan.runs) + len(plan.dropped) == 7
@@ -103,14 +107,14 @@ def test_rounding_to_batches_drops_and_says_why():
 
 
 def test_center_override_and_tokens_per_param():
-    runs = plan_budget(1e17, center_params=1e6, n_sizes=3, span=4.0)
+    runs = _runs(1e17, center_params=1e6, n_sizes=3, span=4.0)
     assert [r.target_params for r in runs] == pytest.approx([5e5, 1e6, 2e6])
-    runs = plan_budget(1e17, tokens_per_param=200.0, n_sizes=3, span=1.5)
+    runs = _runs(1e17, tokens_per_param=200.0, n_sizes=3, span=1.5)
     assert runs[1].tokens_per_param == pytest.approx(200, rel=0.1)
 
 
 def test_plan_sizes_explicit_targets():
-    plan = plan_sizes(1e15, [1e6, 1e6, 3e6, 10.0], batch_size=4)
+    plan = plan_sizes(1e15, [1e6, 1e6, 3e6, 10.0], seq_len=256, batch_size=4)
     assert plan.center_params is None
     _check_runs(plan.runs, 1e15, "6N", 256, 1024)
     assert [r.target_params for r in plan.runs] == [1e6, 3e6]
@@ -155,7 +159,7 @@ def test_every_planned_run_is_within_one_percent(exponent, convention, vocab_siz
 def test_bad_input(kwargs, match):
     budget = kwargs.pop("budget")
     with pytest.raises(UserError, match=match):
-        plan_budget(budget, **kwargs)
+        _runs(budget, **kwargs)
 
 
 def test_budget_too_small_for_three_sizes():
@@ -164,11 +168,11 @@ def test_budget_too_small_for_three_sizes():
     assert len(plan.runs) == 4 and len(plan.dropped) == 3
     assert all("below the smallest model" in d.reason for d in plan.dropped)
     with pytest.raises(UserError, match="^budget: .* leaves only 2 usable model sizes"):
-        plan_budget(floor * 1.5, n_sizes=3)
+        _runs(floor * 1.5, n_sizes=3)
 
 
 def test_1e30_plans():
-    runs = plan_budget(MAX_BUDGET, n_sizes=3)
+    runs = _runs(MAX_BUDGET, n_sizes=3)
     _check_runs(runs, MAX_BUDGET, "6N", 256, 256)
 
 

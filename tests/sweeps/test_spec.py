@@ -99,7 +99,7 @@ def test_plan_meets_budgets_and_recipe(tmp_path):
     from scaling.flops import flops_per_token
 
     s = spec.load_spec(write(tmp_path, BASE))
-    planned = spec.plan_spec(s)
+    planned = plan_sweep(s).runs
     assert len(planned) == 6
     for p in planned:
         cfg = p.config
@@ -110,14 +110,14 @@ def test_plan_meets_budgets_and_recipe(tmp_path):
         assert cfg.schedule.warmup_steps == round(0.05 * cfg.n_steps)
         assert cfg.sweep == "t" and cfg.model.vocab_size == 256
     names = [p.run_name for p in planned]
-    assert len(set(names)) == 6 and names == [p.run_name for p in spec.plan_spec(s)]
+    assert len(set(names)) == 6 and names == [p.run_name for p in plan_sweep(s).runs]
 
 
 def test_deepseek_recipe_sets_batch_and_lr_from_the_budget(tmp_path):
     from sweeps.hparams import DEEPSEEK
 
     s = spec.load_spec(write(tmp_path, BASE.replace("tiny-bytes", "deepseek")))
-    for p in spec.plan_spec(s):
+    for p in plan_sweep(s).runs:
         assert p.config.optim.lr == pytest.approx(DEEPSEEK.lr(p.config.budget))
         assert p.config.batch_size == DEEPSEEK.batch_size(p.config.budget, 16)
 

@@ -101,7 +101,7 @@ def test_tune_block_runs_fits_saves_and_a_second_spec_uses_the_law(tmp_path, mon
     assert len(planned) == 3 * 5
     assert all(r.config.sweep == "tuner-tune" for r in planned)
     outcome = run_sweep(spec, tmp_path, workers=2, train_cmd=TRAINER)
-    assert outcome.count("done") == len(outcome.plan.runs)
+    assert list(outcome.states.values()).count("done") == len(outcome.plan.runs)
     law_file = hparams.law_path("tuner", tmp_path)
     law = LrLaw.from_dict(read_json_object(law_file))
     assert all(c.bracketed for c in law.cells)
