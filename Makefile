@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 UV := $(PYTHON) -m uv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint typecheck figures clean
+.PHONY: install install-gpu gpu-check demo test test-fast bench lint typecheck figures clean
 
 install: $(STAMP)
 
@@ -17,6 +17,22 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(UV) pip sync --quiet --python $(VPY) requirements.lock requirements-dev.lock
 	$(UV) pip install --quiet --python $(VPY) --no-deps --config-setting editable_mode=compat -e .
 	@touch $(STAMP)
+
+# GPU machines: the same venv synced from requirements-cuda.lock (the `cuda` extra, jax[cuda12],
+# hash-pinned) instead of requirements.lock; `make install` afterwards goes back to CPU-only
+# jax only when a lock changes.
+install-gpu: requirements-cuda.lock requirements-dev.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(VPY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(VPY) requirements-cuda.lock requirements-dev.lock
+	$(UV) pip install --quiet --python $(VPY) --no-deps --config-setting editable_mode=compat -e .
+	@touch $(STAMP)
+
+# Everything a GPU machine needs checked (throughput/MFU at 124M and 350M, a tiny sweep end to
+# end); appends its table to BENCHMARKS.md. Exits 2 without an accelerator.
+gpu-check:
+	@test -x $(VPY) || $(MAKE) install-gpu
+	$(VPY) bench/gpu_check.py
 
 demo: $(STAMP)
 	$(VENV)/bin/scaling demo

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UserError
+from scaling.evals import METRIC_PREFIXES, extra_metrics
 from scaling.fileio import read_jsonl
-from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs
+from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs, read_result
 
 POINT_COLUMNS = ["run", "params", "params_non_embedding", "tokens", "flops", "budget", "loss"]
 LEVEL_BANDWIDTH_DEX = 0.02
@@ -161,8 +162,9 @@ def _point(run: RunRecord, convention: str | None) -> dict:
     return {"run": run.name, "params": result.n_params,
             "params_non_embedding": result.n_params_non_embedding,
             "tokens": result.n_tokens or run.n_tokens, "flops": flops,
-            "budget": result.budget or run.budget, "loss": result.eval_loss,
-            "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir)}
+            "budget": result.budget or run.budget, "loss": float(result.eval_loss),
+            "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir),
+            **extra_metrics(read_result(run.run_dir) or {})}  # eval/<set>/*, task/<task>/*
 
 
 def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, LoadInfo]:
@@ -192,7 +194,8 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
     conv = convention or (conventions.pop() if len(conventions) == 1 else "mixed")
     info = LoadInfo(source=str(runs_dir), kind="runs", excluded=excluded, convention=conv,
                     budgets_inferred=inferred)
-    return df[POINT_COLUMNS + ["sweep", "eval_bpb", "run_dir"]], info
+    extra = sorted(c for c in df.columns if c.startswith(METRIC_PREFIXES))
+    return df[POINT_COLUMNS + ["sweep", "eval_bpb", "run_dir"] + extra], info
 
 
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:

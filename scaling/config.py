@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -29,6 +30,34 @@ class DataConfig:
     max_epochs: float | None = None  # refuse plans needing more passes over unique data
     text_column: str = "text"  # parquet:, hf:, hf-disk: the column holding the text
     vocab_size: int | None = None  # tokens: the vocabulary the ids were made with
+    # (name, source) pairs, sorted by name: extra held-out sets (scaling.evals); a dict is
+    # accepted too. config.json holds them as {name: source} and omits them when empty.
+    eval_sets: tuple[tuple[str, str], ...] = ()
+    tasks: tuple[tuple[str, str], ...] = ()  # (name, JSONL path): scaling.tasks
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eval_sets", named_values(self.eval_sets, "data.eval_sets"))
+        object.__setattr__(self, "tasks", named_values(self.tasks, "data.tasks"))
+
+
+METRIC_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # part of a metric key: no "/"
+
+
+def named_values(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """{name: string} (or (name, string) pairs) as sorted pairs; UserError naming `where`."""
+    pairs = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(k, v) for k, v in pairs]
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: expected a table of name = string") from None
+    for name, text in pairs:
+        if not isinstance(name, str) or not re.fullmatch(METRIC_NAME_PATTERN, name):
+            raise UserError(f"{where}: name {name!r}: expected letters, digits, '_', '-' or '.'")
+        if not isinstance(text, str) or not text:
+            raise UserError(f"{where}.{name}: expected a non-empty string, got {text!r}")
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise UserError(f"{where}: a name is given twice")
+    return tuple(sorted(pairs))
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,10 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"] = drop_default_parameterization(d["model"])  # digests stay as before muP
+        for key in ("eval_sets", "tasks"):  # absent when empty: older run names stay valid
+            d["data"][key] = dict(getattr(self.data, key))
+            if not d["data"][key]:
+                del d["data"][key]
         return d
 
     @classmethod

@@ -10,7 +10,10 @@ A dimension that the mesh axis does not divide stays replicated rather than fail
 Multi-host: `initialize_distributed()` calls `jax.distributed.initialize` when the
 environment describes more than one process, either explicitly (JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID) or as Slurm sets it (SLURM_NTASKS > 1 inside a job step,
-which JAX's own cluster detection reads). It must run before anything touches a device.
+which JAX's own cluster detection reads: the coordinator is the step's first node, its port
+derived from the job id). It must run before anything touches a device. In a multi-process
+run only process 0 writes the run's records; every process takes part in the checkpoint
+(orbax saves collectively) and in `any_process`, the agreement on when to stop.
 """
 
 from __future__ import annotations
@@ -132,6 +135,17 @@ def put_global(host_array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     if jax.process_count() == 1:
         return jax.device_put(host_array, sharding)
     return jax.make_array_from_callback(host_array.shape, sharding, lambda idx: host_array[idx])
+
+
+def any_process(flag: bool) -> bool:
+    """True in every process if `flag` is true in any of them. A SIGTERM reaches the
+    processes of a job at slightly different steps; they must agree on the step at which
+    they stop, since the checkpoint they then save is collective."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, dtype=np.bool_))))
 
 
 def fetch(x) -> np.ndarray:

@@ -6,7 +6,8 @@ step of `scaling.train_step`, the chunks of `scaling.dispatch` and the rules of
 logged after it), evaluates every `eval_every` steps and at the end, checkpoints every
 `checkpoint_every` steps, at `keep_steps` (WSD branch points, kept) and at the stop, and
 fetches metrics one dispatch behind (the host never waits for the step it just dispatched)
-into a `metrics.jsonl` line per `log_every` steps and at evals. SIGTERM (or `max_steps`)
+into a `metrics.jsonl` line per `log_every` steps and at evals (which also measure the
+run's `data.eval_sets` and `data.tasks`, scaling.evals). SIGTERM (or `max_steps`)
 checkpoints and returns; the run stays "pending" and resumes. Test hook: with
 SCALING_FAULT_NAN_AT_STEP=K the update that completes step K (1-based) gets NaN loss and
 gradients (reliability tests); without the variable the hook is not even traced.
@@ -26,19 +27,27 @@ import jax
 import numpy as np
 
 from scaling import data as data_lib
-from scaling import dispatch, runs
+from scaling import dispatch, runs, tracking
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import CHECKPOINT_DIR, Checkpointer
 from scaling.compile_cache import enable_compile_cache
 from scaling.config import RunConfig
 from scaling.divergence import Divergence, DivergenceMonitor
 from scaling.errors import UserError
+from scaling.evals import METRIC_PREFIXES, ExtraEvals
 from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
-from scaling.global_batch import train_batches
 from scaling.flops import flops_all, param_counts
+from scaling.global_batch import train_batches
 from scaling.lock import RunLock, RunLocked
 from scaling.schedules import make_schedule
-from scaling.train_step import TrainState, evaluate, make_eval_fn, make_step_fn
+from scaling.train_step import (
+    TrainState,
+    evaluate,
+    make_eval_fn,
+    make_score_fn,
+    make_step_fn,
+    score_rows,
+)
 
 FAULT_ENV = "SCALING_FAULT_NAN_AT_STEP"
 HEARTBEAT_S = 10.0
@@ -164,12 +173,15 @@ class _Trainer:
         """The one place a metrics line is written (and shown)."""
         if self.main:
             append_jsonl(self.run_dir / runs.METRICS_FILE, record)
+            self.tracker.log(record)
         remaining = (self.stop - record["step"]) * self.tokens_per_step / max(record["tokens_per_s"], 1e-9)
         line = (f"step {record['step']}/{self.cfg.n_steps}  loss {record['train_loss']:.4f}  "
                 f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  "
                 f"ETA {_fmt_time(remaining)}")
         if "eval_loss" in record:
             line += f"  eval {record['eval_loss']:.4f} ({record['eval_bpb']:.4f} bpb)"
+            line += "".join(f"  {k[5:-9]} acc {v:.3f}" for k, v in record.items()
+                            if k.startswith("task/") and k.endswith("/accuracy"))
         self.say(line)
 
     # -- the run: start, loop, end
@@ -200,12 +212,17 @@ class _Trainer:
         if self.token_data.vocab_size > cfg.model.vocab_size:
             raise UserError(f"model.vocab_size: expected at least the tokenizer's "
                             f"{self.token_data.vocab_size}, got {cfg.model.vocab_size}")
+        # Eval sets and task files are checked here, before this run writes anything.
+        self.extra = ExtraEvals.load(cfg.data, self.token_data, seq_len=cfg.model.seq_len,
+                                     batch_size=cfg.batch_size, vocab_size=cfg.model.vocab_size,
+                                     cache_dir=self.cache_dir)
         self._record_corpus_hash(self.token_data.corpus_hash)
         self._announce()
         self.ts = ts = TrainState(cfg, self.mesh)
         fault = os.environ.get(FAULT_ENV)
         step_fn = make_step_fn(ts, fault_step=int(fault) if fault else None)
         self.eval_fn = make_eval_fn(ts)
+        self.score_fn = make_score_fn(ts)
         self.eval_batches = data_lib.eval_batches(
             self.token_data.valid, eval_tokens=cfg.data.eval_tokens, batch_size=cfg.batch_size,
             seq_len=cfg.model.seq_len)
@@ -215,6 +232,7 @@ class _Trainer:
             with _Terminate() as term:
                 step = self._loop(step, step_fn, ckpt, term)
             wall = self.elapsed_before + time.time() - self.t_start
+        self.tracker.close()
         if self.diverged is not None:
             return self._end_early("diverged", self.diverged.step, self.diverged.reason)
         if step < cfg.n_steps:
@@ -246,6 +264,8 @@ class _Trainer:
 
     def _restore(self, ckpt: Checkpointer) -> int:
         restored = ckpt.restore(self.ts.abstract)
+        self.tracker = tracking.start(self.run_dir, step=restored[0] if restored else 0,
+                                      main=self.main)
         if restored is None:
             self.state, meta, step = self.ts.init(), {}, 0
         else:
@@ -283,7 +303,7 @@ class _Trainer:
                 return step
             is_eval = _is_multiple(end, cfg.eval_every) or end == cfg.n_steps
             is_ckpt = _is_multiple(end, cfg.checkpoint_every) or end in self.keep_steps or end == self.stop
-            stop_now = term.requested
+            stop_now = mesh_lib.any_process(term.requested)  # all processes stop at one step
             if is_eval or is_ckpt or stop_now:
                 self._process(pending, self._evaluate() if is_eval else None)
                 pending = None
@@ -325,8 +345,14 @@ class _Trainer:
         self.log = replace(self.log, since=[], line_step=s1, line_time=now, tokens_step=s1)
 
     def _evaluate(self) -> dict:
-        loss = evaluate(self.ts, self.eval_fn, self.state["params"], self.eval_batches)
-        return {"eval_loss": loss, "eval_bpb": loss / math.log(2) / self.token_data.bytes_per_token}
+        params = self.state["params"]
+        loss = evaluate(self.ts, self.eval_fn, params, self.eval_batches)
+        extra = self.extra.evaluate(
+            lambda batches: evaluate(self.ts, self.eval_fn, params, batches),
+            lambda tokens, mask: score_rows(self.ts, self.score_fn, params, tokens, mask,
+                                            self.cfg.batch_size))
+        return {"eval_loss": loss, "eval_bpb": loss / math.log(2) / self.token_data.bytes_per_token,
+                **extra}
 
     def _save(self, ckpt: Checkpointer, step: int) -> None:
         ckpt.save(step, self.state, {
@@ -367,6 +393,8 @@ class _Trainer:
             else n_tokens / max(wall, 1e-9),
             "corpus_hash": self.token_data.corpus_hash,
             "unigram_entropy": float(data_lib.unigram_entropy(self.token_data.train)),
+            **{k: v for k, v in last_eval.items() if k.startswith(METRIC_PREFIXES)},
+            **self.extra.describe(),
         }
         if self.main:
             runs.write_result(self.run_dir, result)

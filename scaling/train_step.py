@@ -17,7 +17,7 @@ from flax import nnx
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import abstract_like
 from scaling.config import RunConfig
-from scaling.model import Transformer, loss_and_metrics, lr_multipliers
+from scaling.model import Transformer, cross_entropy, loss_and_metrics, lr_multipliers
 from scaling.schedules import learning_rate, make_schedule
 
 
@@ -181,3 +181,33 @@ def evaluate(ts: TrainState, eval_fn, params, batches: list) -> float:
         total += float(mesh_lib.fetch(eval_fn(params, mesh_lib.put_global(batch, sharding))))
         count += batch.shape[0] * (batch.shape[1] - 1)
     return total / max(count, 1)
+
+
+def make_score_fn(ts: TrainState):
+    """jit(params, tokens_BxL1, mask_BxL) -> per-row summed nats over the masked targets
+    (position t predicts token t+1), for multiple-choice scoring (scaling.tasks)."""
+    @partial(jax.jit, out_shardings=ts.replicated)
+    def score(params, tokens_BxL1, mask_BxL):
+        ce_BxL, _ = cross_entropy(ts.model(params)(tokens_BxL1[:, :-1]), tokens_BxL1[:, 1:])
+        return jnp.sum(ce_BxL * mask_BxL, axis=1)
+
+    return score
+
+
+def score_rows(ts: TrainState, score_fn, params, tokens_RxL1: np.ndarray, mask_RxL: np.ndarray,
+               batch_size: int) -> np.ndarray:
+    """Summed masked nats of every row, batch_size rows at a time; the last batch is padded
+    with empty rows, so every call has the one shape (one compilation)."""
+    n_rows = tokens_RxL1.shape[0]
+    n_pad = -n_rows % batch_size
+    tokens_RxL1 = np.pad(np.asarray(tokens_RxL1, np.int32), ((0, n_pad), (0, 0)))
+    mask_RxL = np.pad(np.asarray(mask_RxL, np.float32), ((0, n_pad), (0, 0)))
+    shards = mesh_lib.n_data_shards(ts.mesh)
+    sharding = (mesh_lib.batch_sharding(ts.mesh, 0, 2) if batch_size % shards == 0
+                else ts.replicated)
+    out = []
+    for i in range(0, n_rows + n_pad, batch_size):
+        tokens = mesh_lib.put_global(tokens_RxL1[i:i + batch_size], sharding)
+        mask = mesh_lib.put_global(mask_RxL[i:i + batch_size], sharding)
+        out.append(mesh_lib.fetch(score_fn(params, tokens, mask)))
+    return np.concatenate(out)[:n_rows].astype(np.float64)

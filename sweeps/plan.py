@@ -130,7 +130,8 @@ def run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int
                         z_loss=spec.optim.z_loss)
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
                       eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs,
-                      text_column=spec.data.text_column, vocab_size=spec.data.vocab_size)
+                      text_column=spec.data.text_column, vocab_size=spec.data.vocab_size,
+                      eval_sets=spec.data.eval_sets, tasks=spec.data.tasks)
     model = p.config
     if spec.model.parameterization != "sp":
         model = replace(model, parameterization=spec.model.parameterization,

@@ -22,6 +22,8 @@ Example (every table optional except ``budgets``)::
     seq_len = 128
     eval_tokens = 65536
     max_epochs = 4.0             # refuse plans needing more passes over unique data
+    eval_sets = { prose = "text:docs/" }   # extra held-out sets: name -> source (scaling.evals)
+    tasks = { next_line = "data/tasks/stdlib_next_line.jsonl" }   # multiple choice (scaling.tasks)
 
     [model]
     mlp = "swiglu"               # swiglu | gelu
@@ -65,9 +67,14 @@ Example (every table optional except ``budgets``)::
     min_sizes = 5
     strict = false               # true: every warning refuses the plan
 
+    [tracking]                   # optional: pip install 'scaling-suite[tracking]'
+    trackers = ["tensorboard"]   # wandb | tensorboard
+    # project = "demo"; wandb_mode = "offline"   # then: wandb sync RUNS/NAME/*/wandb/offline-run-*
+
     [launcher]
     kind = "local"               # local | slurm
     workers = 1
+    # nodes = 2; tasks_per_node = 4  # slurm: one JAX process per node or per GPU
 
     [tune]                       # optional: fit lr*(N, D) first (sweeps.tune); then
     cells = [[1e4, 20], [3e4, 20], [1e4, 80]]   # optim.recipe = "fitted:<name>" uses it
@@ -86,14 +93,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.config import SCHEDULES
+from scaling.config import METRIC_NAME_PATTERN, SCHEDULES, DataConfig, named_values
 from scaling.corpus import parse_synthetic
 from scaling.errors import UserError, positive_number
+from scaling.evals import check_data_inputs
 from scaling.flops import CONVENTIONS
 from scaling.model_config import DEFAULT_SEQ_LEN, PARAMETERIZATIONS
 from scaling.shapes import SHAPE_KINDS, shape_recipe
 from scaling.sources import scheme
 from scaling.tokenizer import parse_tokenizer
+from scaling.tracking import check_installed
 from sweeps import hparams
 from sweeps.grid import MAX_BUDGET, MIN_SIZES
 from sweeps.ownership import spec_hash
@@ -118,6 +127,8 @@ class DataSpec:
     max_epochs: float | None = None
     text_column: str = "text"
     vocab_size: int | None = None
+    eval_sets: tuple[tuple[str, str], ...] = ()  # (name, source), sorted: scaling.evals
+    tasks: tuple[tuple[str, str], ...] = ()  # (name, JSONL path), sorted: scaling.tasks
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,23 @@ class LauncherSpec:
     qos: str | None = None
     constraint: str | None = None
     max_requeues: int = 3
+    nodes: int = 1  # Slurm only: nodes x tasks_per_node JAX processes per run
+    tasks_per_node: int = 1  # one per node, or one per GPU (then gpus_per_task = 1)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    trackers: tuple[str, ...] = ()  # wandb | tensorboard (the `tracking` extra)
+    project: str | None = None  # W&B project (default: the sweep's name)
+    entity: str | None = None
+    wandb_mode: str | None = None  # online | offline (None: W&B's own setting, WANDB_MODE)
+
+    def for_run(self, sweep_name: str) -> dict | None:
+        """The ``tracking`` block of a run's config.json (scaling.tracking reads it)."""
+        if not self.trackers:
+            return None
+        return {"trackers": list(self.trackers), "project": self.project or sweep_name,
+                "group": sweep_name, "entity": self.entity, "wandb_mode": self.wandb_mode}
 
 
 @dataclass(frozen=True)
@@ -224,6 +252,7 @@ class SweepSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
     tune: TuneSpec | None = None
     path: str | None = field(default=None, compare=False)
 
@@ -240,9 +269,11 @@ class SweepSpec:
         with more workers or on another cluster is still the same study)."""
         d = self.to_dict()
         d.pop("launcher")
-        for key, default in (("text_column", "text"), ("vocab_size", None)):
+        for key, default in (("text_column", "text"), ("vocab_size", None), ("eval_sets", ()),
+                             ("tasks", ())):
             if d["data"][key] == default:  # keys added later: older specs keep their hash
                 d["data"].pop(key)
+        d.pop("tracking")  # watching the curves elsewhere does not change them
         return spec_hash(d)
 
     @property
@@ -457,6 +488,8 @@ def _data(t: _Fields) -> DataSpec:
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
         text_column=t.str("text_column", "text"),
         vocab_size=t.int("vocab_size", None, lo=2, hi=2**32),
+        eval_sets=_named_table(t, "eval_sets", "a data source: stdlib | text:PATH | synthetic[:...]"),
+        tasks=_named_table(t, "tasks", "a JSONL task file (context, choices, answer)"),
     )
     if kind == "tokens" and out.vocab_size is None:
         raise UserError("data.vocab_size: required with a tokens: source (the vocabulary "
@@ -465,7 +498,22 @@ def _data(t: _Fields) -> DataSpec:
         raise UserError("data.vocab_size: only for a tokens: source (the tokenizer sets "
                         "the vocabulary)")
     t.done()
+    if t.schema is None:  # a missing source or a bad task line refuses the spec up front
+        check_data_inputs(DataConfig(eval_sets=out.eval_sets, tasks=out.tasks))
     return out
+
+
+def _named_table(t: _Fields, key: str, what: str) -> tuple[tuple[str, str], ...]:
+    """`key = {name = "..."}`: named strings (metric names: no '/')."""
+    if t.schema is not None:
+        t.schema[key] = {"type": "object", "description": f"name -> {what}",
+                         "propertyNames": {"pattern": f"^{METRIC_NAME_PATTERN}$"},
+                         "additionalProperties": {"type": "string", "minLength": 1}}
+        return ()
+    value = t.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{t._key(key)}: expected a table of name = {what}, got {_show(value)}")
+    return named_values(value, t._key(key))
 
 
 def _model(t: _Fields) -> ModelSpec:
@@ -658,13 +706,43 @@ def _launcher(t: _Fields) -> LauncherSpec:
         qos=t.str("qos", None, pattern=SLURM_PATTERN),
         constraint=t.str("constraint", None, pattern=SLURM_PATTERN),
         max_requeues=t.int("max_requeues", 3, lo=0),
+        nodes=t.int("nodes", 1, lo=1, hi=4096),
+        tasks_per_node=t.int("tasks_per_node", 1, lo=1, hi=1024),
     )
+    check_launcher(out, out.kind)
     t.done()
     return out
 
 
+def check_launcher(launcher: LauncherSpec, kind: str) -> None:
+    """Several processes per run are started by srun: only the Slurm launcher has them."""
+    for key in ("nodes", "tasks_per_node"):
+        value = getattr(launcher, key)
+        if value > 1 and kind != "slurm":
+            raise UserError(f"launcher.{key}: {value} processes per run need the Slurm launcher "
+                            f"(launcher.kind = \"slurm\"), got launcher {kind!r}")
+
+
+def _tracking(t: _Fields) -> TrackingSpec:
+    trackers = t.get("trackers", [])
+    if isinstance(trackers, str):
+        trackers = [trackers]
+    if not isinstance(trackers, list) or not all(isinstance(x, str) for x in trackers):
+        raise UserError(f"tracking.trackers: expected a list of tracker names, got {trackers!r}")
+    out = TrackingSpec(trackers=tuple(dict.fromkeys(trackers)),
+                       project=t.str("project", None), entity=t.str("entity", None),
+                       wandb_mode=t.str("wandb_mode", None, ("online", "offline")))
+    t.done()
+    check_installed(out.trackers)  # a missing package is a spec error: nothing written yet
+    return out
+
+
+# ----------------------------------------------------------------------------- planning
+
+
 TABLES = {"data": _data, "model": _model, "grid": _grid, "schedule": _schedule, "optim": _optim,
-          "train": _train, "checks": _checks, "launcher": _launcher}
+          "train": _train, "checks": _checks, "launcher": _launcher,
+          "tracking": _tracking}
 
 
 # ----------------------------------------------------------------------------- schema, CLI

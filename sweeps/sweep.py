@@ -30,7 +30,7 @@ from sweeps.launch.local import run_local
 from sweeps.launch.slurm import run_slurm
 from sweeps.ownership import claim_sweep_dir
 from sweeps.plan import SweepPlan, plan_sweep
-from sweeps.spec import SweepSpec
+from sweeps.spec import SweepSpec, check_launcher
 from sweeps.tune import run_tune
 
 TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling_cli train`
@@ -75,6 +75,11 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
+            tracking = spec.tracking.for_run(spec.name)
+            if runs.read_config_json(run_dir).get("tracking") != tracking:
+                runs.update_config_fields(run_dir, tracking=tracking)
+        except PermissionError as e:
+            raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror or e})") from None
         dirs.append(run_dir)
@@ -111,6 +116,7 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
               on_plan: Callable[[SweepPlan, list[Path]], None] | None = None) -> SweepOutcome:
     """Plan, prepare and train every run of `spec` under `runs_dir`."""
     launcher = launcher or spec.launcher.kind
+    check_launcher(spec.launcher, launcher)  # before anything is written
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])

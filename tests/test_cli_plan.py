@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from scaling_cli.main import main
 from scaling.flops import flops_per_token, param_counts
 from scaling.shapes import ModelConfig
+from scaling_cli.main import main
 
 
 def test_plan_1e21_json(capsys):

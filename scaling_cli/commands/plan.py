@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 from scaling.errors import UserError, positive_number
-from scaling.fileio import read_json_object
 from scaling.flops import check_convention
-from scaling_cli.commands._format import si
 from scaling.model_config import DEFAULT_SEQ_LEN
+from scaling_cli.commands._format import si
 from sweeps.grid import plan_budget_full
 from sweeps.plan import format_summary, plan_summary, plan_sweep
 from sweeps.spec import check_argument, check_number, load_spec

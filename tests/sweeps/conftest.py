@@ -63,11 +63,22 @@ def _ok(cmd: list[str], env: dict, expect: str | None = None) -> bool:
     return r.returncode == 0 and (expect is None or expect in r.stdout)
 
 
+def _resolvable_hostname() -> str | None:
+    host = socket.gethostname()
+    try:
+        socket.gethostbyname(host)
+    except OSError:
+        return None
+    return host if host and set(host) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") else None
+
+
 class SlurmCluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.procs: list[subprocess.Popen] = []
-        self.node = "node1"
+        # jax.distributed's Slurm detection dials the step's first node by name, so the node
+        # is named after this host when that name resolves
+        self.node = _resolvable_hostname() or "node1"
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
@@ -172,6 +183,10 @@ StorageLoc=slurm_acct_db
         dbd.chmod(0o600)
 
     def stop(self) -> None:
+        # jobs still running (a failed test) would outlive slurmd as orphaned slurmstepds
+        subprocess.run(["scancel", "--quiet", "--full", "--user", "root"], env=self.env,
+                       capture_output=True, timeout=30)
+        time.sleep(1)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
