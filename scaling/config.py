@@ -16,7 +16,7 @@ from typing import Any
 
 from scaling.errors import UserError
 from scaling.flops import param_counts
-from scaling.model_config import ModelConfig
+from scaling.model_config import ModelConfig, drop_default_parameterization
 
 SCHEDULES = ("cosine", "constant", "wsd")
 _DATA_ADDED = {"text_column": "text", "vocab_size": None}  # DataConfig keys added later
@@ -103,6 +103,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["model"] = drop_default_parameterization(d["model"])  # digests stay as before muP
         for key in ("eval_sets", "tasks"):  # absent when empty: older run names stay valid
             d["data"][key] = dict(getattr(self.data, key))
             if not d["data"][key]:

@@ -53,6 +53,28 @@ chosen at one size carry to the next):
     every norm scale   ones
 Compute: parameters are stored in `param_dtype` and cast to `compute_dtype` for the
 matmuls; norms, softmax statistics and the logits are float32.
+
+Parameterisation (`cfg.parameterization`). "sp", the standard one above: the best
+learning rate shrinks as the model widens (Adam moves every hidden weight by ~lr per step,
+so a D-wide matmul's output moves by ~lr x D). "mup": the Maximal Update
+Parameterisation for Adam (Yang et al. 2022, "Tensor Programs V", Table 3, the
+output-multiplier form), relative to `cfg.base_width` (where it equals "sp"), with
+m = d_model / base_width:
+    hidden matrices (wq, wk, wv, wo, w_gate, w_up, w_down)  init as above (1/sqrt(fan_in)),
+                                                           Adam lr x 1/m
+    embedding, unembedding, norm scales                    init as above, Adam lr x 1
+    logits                                                 x 1/m (the output multiplier)
+    attention logits                                       q.k x sqrt(64)/head_dim instead of
+                                                           q.k / sqrt(head_dim) (1/head_dim, as muP
+                                                           asks, equal to "sp" at head_dim 64; our
+                                                           head_dim grows with width below 256)
+Per-group learning rates are `lr_multipliers`; the trainer scales AdamW's updates (decay
+included, as torch's per-group lr does) by them. Why muP and not CompleteP (Dey et al.
+2025, muP plus a 1/depth residual-branch multiplier and depth-scaled rates): the issue is
+width transfer, and CompleteP's depth rule changes the forward function of every block
+("sp" runs would no longer be the same model at base width and depth 1 only); with the
+ladder recipe depth and width grow together, so a depth rule is the next step, not
+included here.
 """
 
 from __future__ import annotations
@@ -68,6 +90,8 @@ from scaling.model_config import ModelConfig
 
 ROPE_THETA = 10_000.0
 NORM_EPS = 1e-6
+MUP_ATTENTION_HEAD_DIM = 64  # muP's 1/head_dim attention equals 1/sqrt(head_dim) here
+MUP_HIDDEN = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], std: float | None, axes: tuple,
@@ -183,6 +207,9 @@ def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig, cos_LxHalf:
     if cfg.qk_norm:
         q_BxLxHxK = rms_norm(q_BxLxHxK, layer["q_norm"]).astype(compute_dtype)
         k_BxLxHxK = rms_norm(k_BxLxHxK, layer["k_norm"]).astype(compute_dtype)
+    if cfg.parameterization == "mup":  # the kernels divide by sqrt(K); muP wants c / K
+        q_BxLxHxK = q_BxLxHxK * jnp.asarray(math.sqrt(MUP_ATTENTION_HEAD_DIM / cfg.head_dim),
+                                            q_BxLxHxK.dtype)
     q_BxLxHxK = apply_rope(q_BxLxHxK, cos_LxHalf, sin_LxHalf)
     k_BxLxHxK = apply_rope(k_BxLxHxK, cos_LxHalf, sin_LxHalf)
     att_BxLxHxK = attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, attention_kind, compute_dtype)
@@ -274,7 +301,24 @@ class Transformer(nnx.Module):
         else:
             logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD, self.unembed[...].astype(dtype),
                                       preferred_element_type=jnp.float32)
-        return logits_BxLxV.astype(jnp.float32)
+        logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+        if cfg.parameterization == "mup":  # the output multiplier 1 / width_mult
+            logits_BxLxV = logits_BxLxV * (1.0 / cfg.width_mult)
+        return logits_BxLxV
+
+
+def lr_multipliers(params, cfg: ModelConfig):
+    """Per-parameter learning-rate factors, a tree shaped like `params` (nnx Params):
+    1 / width_mult for muP's hidden matrices (MUP_HIDDEN), 1 for everything else and for
+    every parameter under "sp"."""
+    hidden = 1.0 / cfg.width_mult
+
+    def one(path, v):
+        name = getattr(path[-1], "key", getattr(path[-1], "name", None))
+        return v.replace(hidden if name in MUP_HIDDEN else 1.0)
+
+    return jax.tree_util.tree_map_with_path(one, params,
+                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MLP_KINDS = ("swiglu", "gelu")
+PARAMETERIZATIONS = ("sp", "mup")
 # Tokens per training sequence when a spec, a plan or the grid names none (the demo's CPU
 # scale). `scaling recommend` defaults to Chinchilla's 2048 instead: it sizes models for the
 # paper's setting, not for this suite's runs.
@@ -35,6 +36,10 @@ class ModelConfig:
     mlp: str = "swiglu"
     tie_embeddings: bool = True
     qk_norm: bool = False
+    # "sp" (standard) or "mup" (see scaling.model: output multiplier, attention 1/head_dim,
+    # per-group Adam learning rates), which needs the width the base lr was tuned at.
+    parameterization: str = "sp"
+    base_width: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "d_ff"):
@@ -43,10 +48,35 @@ class ModelConfig:
                 raise ValueError(f"model.{name}: expected a positive integer, got {value!r}")
         if self.mlp not in MLP_KINDS:
             raise ValueError(f"model.mlp: expected one of {', '.join(MLP_KINDS)}, got {self.mlp!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"model.parameterization: expected one of "
+                             f"{', '.join(PARAMETERIZATIONS)}, got {self.parameterization!r}")
+        if self.parameterization == "mup":
+            b = self.base_width
+            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+                raise ValueError(f"model.base_width: expected a positive integer under mup, got {b!r}")
+        elif self.base_width is not None:
+            raise ValueError("model.base_width: only mup takes a base width")
+
+    @property
+    def width_mult(self) -> float:
+        """d_model / base_width under muP (1 under the standard parameterisation)."""
+        if self.parameterization != "mup":
+            return 1.0
+        assert self.base_width is not None  # __post_init__ requires it under mup
+        return self.d_model / self.base_width
 
     @property
     def d_attn(self) -> int:
         return self.n_heads * self.head_dim
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return drop_default_parameterization(asdict(self))
+
+
+def drop_default_parameterization(d: dict) -> dict:
+    """The model dict without the parameterisation fields when they are the standard
+    default, so configs (and run-name digests) from before muP existed stay the same."""
+    if d.get("parameterization") == "sp" and d.get("base_width") is None:
+        d = {k: v for k, v in d.items() if k not in ("parameterization", "base_width")}
+    return d

@@ -1,8 +1,11 @@
 """The shape solver: a target parameter count -> a `ModelConfig` (scaling.model_config).
 
 `solve_shape` turns a target parameter count into a shape of the model family under a named,
-frozen `ShapeRecipe` (aspect ratio, head size, width and d_ff rounding); `make_config` applies
-the recipe to a given width and depth. Parameter counts themselves live in `scaling.flops`.
+frozen recipe: a `ShapeRecipe` searches every (width, depth) for the closest count (the
+"solver"), a `LadderRecipe` has one dial, depth, with width = aspect x depth rounded to the
+head size (the "ladder": sizes along a grid are monotone in depth and width). `make_config`
+applies a recipe to a given width and depth; `shape_recipe` looks one up by kind and aspect.
+Parameter counts themselves live in `scaling.flops`.
 """
 
 from __future__ import annotations
@@ -102,7 +105,61 @@ class ShapeRecipe:
         return out
 
 
-DEFAULT_RECIPE = ShapeRecipe()
+SOLVER_RECIPE = ShapeRecipe()
+
+
+@dataclass(frozen=True)
+class LadderRecipe(ShapeRecipe):
+    """One dial: depth. d_model = `ladder_aspect` x n_layers, rounded up to a multiple of its
+    head_dim (the `ShapeRecipe` head rule: 64 from d_model 256 up, else a power of two
+    <= d_model / 4, at least 8); heads = d_model / head_dim; d_ff by the `ShapeRecipe` rule.
+
+    As in nanochat (`--depth` sets everything, width = 64 x depth) and the Pythia / OLMo
+    ladders, every size of a study has the same aspect ratio, so depth and width grow
+    together along a grid and an IsoFLOP curve compares models that differ in size only.
+    A target parameter count gets the depth whose count is nearest in log; the grid's
+    tokens absorb the miss (C / flops_per_token), so the FLOP budget is still met to 1%.
+    The price is coarse sizes where depth is small: consecutive depths differ by
+    ((L+1)/L)^3 in non-embedding parameters, so a grid of many sizes over a narrow span
+    at depth < 10 repeats depths (the grid drops repeats and says so).
+
+    Aspect: 64 is nanochat's and GPT-2/3 small's; byte-level models of 1e3-1e6 parameters
+    need a small one (depth 1 at aspect 64 is already 65K parameters with 256 bytes), and
+    8 gives the demo's budgets 5 distinct depths each (see BENCHMARKS.md, shape recipes).
+    """
+
+    name: str = "depth-ladder-a64-v1"
+    ladder_aspect: float = 64.0
+
+    def width_for_depth(self, n_layers: int) -> int:
+        raw = max(self.min_head_dim, math.ceil(self.ladder_aspect * n_layers))
+        width = -(-raw // self.head_dim_for(raw)) * self.head_dim_for(raw)
+        while width % self.head_dim_for(width):  # MECHANICS: a crossed head-size threshold
+            width += self.head_dim_for(raw)
+        return width
+
+
+SHAPE_KINDS = ("ladder", "solver")
+DEFAULT_LADDER_ASPECT = 64.0
+
+
+def shape_recipe(kind: str, aspect_ratio: float | None = None) -> ShapeRecipe:
+    """The named recipe of a kind: "solver" (the exact-count search, no aspect option) or
+    "ladder" at `aspect_ratio` (64 when None), named `depth-ladder-a<aspect>-v1`."""
+    if kind == "solver":
+        if aspect_ratio is not None:
+            raise UserError("model.aspect_ratio: only the ladder recipe takes one "
+                            "(the solver's aspect target grows with size)")
+        return SOLVER_RECIPE
+    if kind != "ladder":
+        raise UserError(f"model.shape: expected one of {', '.join(SHAPE_KINDS)}, got {kind!r}")
+    aspect = DEFAULT_LADDER_ASPECT if aspect_ratio is None else float(aspect_ratio)
+    if not (math.isfinite(aspect) and 1 <= aspect <= 1024):
+        raise UserError(f"model.aspect_ratio: expected a number in [1, 1024], got {aspect_ratio!r}")
+    return LadderRecipe(name=f"depth-ladder-a{aspect:g}-v1", ladder_aspect=aspect)
+
+
+DEFAULT_RECIPE = SOLVER_RECIPE
 
 
 @dataclass(frozen=True)
@@ -139,18 +196,7 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
     model of this vocabulary (d_model = 8, one layer) by more than the recipe's tolerance,
     or above MAX_TARGET_PARAMS.
     """
-    target = positive_number(target_params, "target_params")
-    if target > MAX_TARGET_PARAMS:
-        raise UserError(f"target_params: {target:.3g} is above the largest supported model "
-                        f"({MAX_TARGET_PARAMS:.0e} parameters)")
-    if params_kind not in PARAMS_KINDS:
-        raise UserError(f"params_kind: expected one of {', '.join(PARAMS_KINDS)}, got {params_kind!r}")
-    if mlp not in MLP_KINDS:
-        raise UserError(f"mlp: expected one of {', '.join(MLP_KINDS)}, got {mlp!r}")
-    for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{name}: expected a positive integer, got {value!r}")
-
+    target = _checked_target(target_params, params_kind, mlp, vocab_size, seq_len)
     n_mats = mlp_matrices(mlp)
     embed_factor = 0 if params_kind == "non_embedding" else (1 if tie_embeddings else 2)
     qk = 2 if qk_norm else 0
@@ -160,6 +206,12 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
         hd = recipe.head_dim_for(d)
         per_layer = 4 * d * d + n_mats * d * recipe.d_ff_for(d, mlp) + 2 * d + qk * hd
         return embed_factor * vocab_size * d + d, per_layer
+
+    if isinstance(recipe, LadderRecipe):
+        d_model, n_layers = _ladder_choice(recipe, target, fixed_and_per_layer, params_kind,
+                                           vocab_size)
+        return _solved(d_model, n_layers, target, vocab_size, seq_len, params_kind, mlp,
+                       tie_embeddings, qk_norm, recipe)
 
     lo_aspect, hi_aspect = recipe.aspect_bounds
     # Widths past the one where even the thinnest allowed stack overshoots cannot help.
@@ -192,7 +244,51 @@ def solve_shape(target_params: float, vocab_size: int, seq_len: int, *,
             f"{vocab_size} ({smallest} {params_kind} parameters at d_model="
             f"{recipe.min_head_dim}, one layer)")
     _, _, d_model, n_layers = min(candidates)
+    return _solved(d_model, n_layers, target, vocab_size, seq_len, params_kind, mlp,
+                   tie_embeddings, qk_norm, recipe)
 
+
+def _checked_target(target_params: float, params_kind: str, mlp: str, vocab_size: int,
+                    seq_len: int) -> float:
+    target = positive_number(target_params, "target_params")
+    if target > MAX_TARGET_PARAMS:
+        raise UserError(f"target_params: {target:.3g} is above the largest supported model "
+                        f"({MAX_TARGET_PARAMS:.0e} parameters)")
+    if params_kind not in PARAMS_KINDS:
+        raise UserError(f"params_kind: expected one of {', '.join(PARAMS_KINDS)}, got {params_kind!r}")
+    if mlp not in MLP_KINDS:
+        raise UserError(f"mlp: expected one of {', '.join(MLP_KINDS)}, got {mlp!r}")
+    for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{name}: expected a positive integer, got {value!r}")
+    return target
+
+
+def _ladder_choice(recipe: LadderRecipe, target: float, fixed_and_per_layer, params_kind: str,
+                   vocab_size: int) -> tuple[int, int]:
+    """RECIPE: the depth whose count is nearest the target in log (counts grow with depth)."""
+    def count(n_layers: int) -> int:
+        fixed, per_layer = fixed_and_per_layer(recipe.width_for_depth(n_layers))
+        return fixed + n_layers * per_layer
+
+    smallest = count(1)
+    if target < smallest * (1 - recipe.param_tolerance):
+        raise UserError(
+            f"target_params: {target:.4g} is below the smallest model of {recipe.name} for "
+            f"vocab_size={vocab_size} ({smallest} {params_kind} parameters at depth 1, "
+            f"d_model={recipe.width_for_depth(1)})")
+    n_layers = 1
+    while n_layers < recipe.max_layers and count(n_layers + 1) <= target:
+        n_layers += 1
+    if n_layers < recipe.max_layers and (math.log(count(n_layers + 1) / target)
+                                         < math.log(target / count(n_layers))):
+        n_layers += 1
+    return recipe.width_for_depth(n_layers), n_layers
+
+
+def _solved(d_model: int, n_layers: int, target: float, vocab_size: int, seq_len: int,
+            params_kind: str, mlp: str, tie_embeddings: bool, qk_norm: bool,
+            recipe: ShapeRecipe) -> SolvedShape:
     cfg = make_config(d_model, n_layers, vocab_size, seq_len, mlp=mlp,
                       tie_embeddings=tie_embeddings, qk_norm=qk_norm, recipe=recipe)
     counts = param_counts(cfg)

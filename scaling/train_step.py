@@ -17,7 +17,7 @@ from flax import nnx
 from scaling import mesh as mesh_lib
 from scaling.checkpoint import abstract_like
 from scaling.config import RunConfig
-from scaling.model import Transformer, cross_entropy, loss_and_metrics
+from scaling.model import Transformer, cross_entropy, loss_and_metrics, lr_multipliers
 from scaling.replica_groups import OPTIM_SCALARS
 from scaling.schedules import learning_rate, make_schedule
 
@@ -45,6 +45,10 @@ def build_optimizer(cfg: RunConfig, mask, hparams: dict | None = None) -> optax.
     parts = [optax.clip_by_global_norm(h["grad_clip"])] if o.grad_clip > 0 else []
     parts.append(optax.adamw(schedule, b1=h["beta1"], b2=h["beta2"], eps=h["eps"],
                              weight_decay=h["weight_decay"], mask=mask))
+    if cfg.model.parameterization != "sp":  # muP's per-group rates (scaling.model)
+        factors = lr_multipliers(mask, cfg.model)
+        parts.append(optax.stateless(lambda updates, _: jax.tree.map(
+            lambda u, f: u * f, updates, factors)))
     return optax.chain(*parts)
 
 

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from scaling.errors import UserError, positive_number
 from scaling.flops import check_convention, flops_per_token, param_counts
 from scaling.model_config import DEFAULT_SEQ_LEN
-from scaling.shapes import DEFAULT_RECIPE, ModelConfig, ShapeRecipe, solve_shape
+from scaling.shapes import (
+    DEFAULT_RECIPE,
+    LadderRecipe,
+    ModelConfig,
+    ShapeRecipe,
+    make_config,
+    solve_shape,
+)
 
 MAX_BUDGET = 1e30
 MIN_SIZES = 3
@@ -208,11 +215,10 @@ def smallest_budget(*, convention: str = "6N", vocab_size: int = 256, seq_len: i
 
     Budgets below this cannot be centred on any real model.
     """
-    d_model = recipe.min_head_dim
-    cfg = ModelConfig(vocab_size=vocab_size, seq_len=seq_len, n_layers=1, d_model=d_model,
-                      n_heads=d_model // recipe.head_dim_for(d_model),
-                      head_dim=recipe.head_dim_for(d_model), d_ff=recipe.d_ff_for(d_model, mlp),
-                      mlp=mlp, tie_embeddings=tie_embeddings, qk_norm=qk_norm)
+    d_model = (recipe.width_for_depth(1) if isinstance(recipe, LadderRecipe)
+               else recipe.min_head_dim)
+    cfg = make_config(d_model, 1, vocab_size, seq_len, mlp=mlp, tie_embeddings=tie_embeddings,
+                      qk_norm=qk_norm, recipe=recipe)
     n_tokens = max(seq_len, tokens_per_param * param_counts(cfg)["total"])
     return flops_per_token(cfg, check_convention(convention)) * n_tokens
 

@@ -18,18 +18,48 @@ produced its points. Two kinds of rule are provided:
     whatever the budget. Use it for demos where a fixed batch keeps steps comparable.
 ``constant``
     Whatever lr and batch the spec states (overrides are required).
+``fitted:<sweep>``
+    The lr law lr*(N, D) that spec `<sweep>`'s ``[tune]`` block fitted (sweeps.tune), found at
+    ``$SCALING_RUNS_DIR/<sweep>-tune/lr_law.json`` (default runs dir ``runs``); batch and
+    warmup as the recipe that tuning used.
 
 Warmup is a fraction of the run's own steps, clamped, so short and long runs of one sweep
 spend the same share of their horizon warming up.
+
+Porian et al. 2024 ("Resolving Discrepancies in Compute-Optimal Scaling of Language
+Models", sections 3-4) trace most of the Kaplan/Chinchilla gap to three settings; each is a
+recipe option (off by default, so existing recipes keep their names and runs), set in the
+spec's ``[optim]`` table like the clamps, and marked in the recipe name that config.json
+records (the values themselves land in its ``optim`` and ``schedule``):
+
+``warmup_tokens_per_param = k``
+    warmup bounded by k x N tokens (N: total parameters; Porian use k = 1): a 5K-parameter
+    model does not spend 5% of 10K steps warming up when 10 steps would do.
+``beta2_ref_tokens = T`` (with ``beta2_ref``, default 0.95)
+    AdamW beta2 by batch size, keeping the second-moment average's horizon fixed in tokens:
+    ``beta2 = beta2_ref ** (batch_tokens / T)``, clamped to [beta2_min, beta2_max]. Porian
+    find beta2 = 0.95 costly at small batches (<= ~100K tokens) and 0.99-0.999 right there;
+    with T = 524288 (256 x 2048) this gives 0.95 at 512K tokens per step, 0.994 at 64K, 0.999
+    (the clamp) below ~10K.
+``wd_timescale = tau``
+    weight decay as an AdamW timescale (Wang & Aitchison 2024; Porian section 4.3 keep
+    decay's effect comparable across horizons): the EMA timescale of AdamW's weights,
+    1 / (lr x wd) steps, is held at a fraction tau of the run, so
+    ``wd = 1 / (tau x lr x n_steps)``, clamped to [0, wd_max]. (lr 1e-2, wd 0.1 over 11K
+    steps is tau = 0.09; lr 3e-4, wd 0.1 over 100K steps is tau = 0.33.)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+from analysis.lr_law import LrLaw
 from scaling.errors import UserError
+from scaling.fileio import read_json_object
 
 
 @dataclass(frozen=True)
@@ -60,9 +90,24 @@ class Recipe:
     warmup_min: int = 1
     warmup_max: int = 2000
     weight_decay: float = 0.1
+    """AdamW's decoupled decay (matrices only); the spec's optim.weight_decay wins over it."""
+    warmup_tokens_per_param: float | None = None
+    """Porian: warmup at most this many tokens per (total) parameter; None: no bound."""
+    beta2: float = 0.95
+    """AdamW beta2 when beta2_ref_tokens is None (the spec's optim.beta2 wins over both)."""
+    beta2_ref: float = 0.95
+    beta2_ref_tokens: float | None = None
+    """Porian: beta2 = beta2_ref ** (batch_tokens / beta2_ref_tokens); None: fixed beta2."""
+    beta2_min: float = 0.9
+    beta2_max: float = 0.999
+    wd_timescale: float | None = None
+    """AdamW timescale 1 / (lr wd) as a fraction of the run's steps; None: fixed weight_decay."""
+    wd_max: float = 1.0
 
-    def lr(self, flops: float, d_model: int | None = None) -> float:
-        """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]."""
+    def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
+           n_tokens: float | None = None) -> float:
+        """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]
+        (``n_params`` and ``n_tokens`` serve fitted laws, see `FittedRecipe`)."""
         raw = self.lr_coef * flops ** self.lr_exp
         if d_model is not None and self.lr_width_exp:
             raw *= (self.lr_width_ref / d_model) ** self.lr_width_exp
@@ -81,12 +126,33 @@ class Recipe:
             n = round(sequences)
         return int(min(max(n, self.batch_min), self.batch_max))
 
-    def warmup_steps(self, n_steps: int) -> int:
-        """Warmup steps for a run of ``n_steps``: a fixed share of the run, clamped, and never
-        more than half of it."""
+    def warmup_steps(self, n_steps: int, *, n_params: int | None = None,
+                     batch_tokens: int | None = None) -> int:
+        """Warmup steps for a run of ``n_steps``: a fixed share of the run, clamped, at most
+        ``warmup_tokens_per_param * n_params`` tokens when that bound is set (it needs
+        ``n_params`` and ``batch_tokens``, tokens per step), and never more than half of it."""
         w = round(self.warmup_frac * n_steps)
         w = min(max(w, self.warmup_min), self.warmup_max)
+        if self.warmup_tokens_per_param is not None:
+            if n_params is None or batch_tokens is None:
+                raise ValueError("warmup_steps: warmup_tokens_per_param needs n_params and "
+                                 "batch_tokens")
+            w = min(w, max(1, math.ceil(self.warmup_tokens_per_param * n_params / batch_tokens)))
         return int(max(0, min(w, n_steps // 2)))
+
+    def beta2_for(self, batch_tokens: float) -> float:
+        """AdamW beta2 for ``batch_tokens`` tokens per step (fixed unless beta2_ref_tokens)."""
+        if self.beta2_ref_tokens is None:
+            return float(self.beta2)
+        b = self.beta2_ref ** (batch_tokens / self.beta2_ref_tokens)
+        return float(min(max(b, self.beta2_min), self.beta2_max))
+
+    def weight_decay_for(self, lr: float, n_steps: int) -> float:
+        """AdamW weight decay for a run of ``n_steps`` at peak ``lr`` (fixed unless
+        wd_timescale: then 1 / (wd_timescale * lr * n_steps), clamped to [0, wd_max])."""
+        if self.wd_timescale is None:
+            return float(self.weight_decay)
+        return float(min(1.0 / (self.wd_timescale * lr * max(n_steps, 1)), self.wd_max))
 
 
 DEEPSEEK = Recipe(
@@ -110,11 +176,57 @@ CONSTANT = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DEEPSEEK, TINY_BYTES, CONSTANT)}
+FITTED_PREFIX = "fitted:"
+RUNS_DIR_ENV = "SCALING_RUNS_DIR"  # where "fitted:<sweep>" laws are found (default ./runs)
+
+
+@dataclass(frozen=True)
+class FittedRecipe(Recipe):
+    """A base recipe whose lr is a law fitted by a `[tune]` block (sweeps.tune):
+    lr = law_coef * N**law_n_exp * D**law_d_exp (N total parameters, D tokens of the run),
+    clamped as usual; batch, warmup and the Porian options stay the base recipe's."""
+
+    law_coef: float = 0.0
+    law_n_exp: float = 0.0
+    law_d_exp: float = 0.0
+
+    def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
+           n_tokens: float | None = None) -> float:
+        if n_params is None or n_tokens is None:  # a budget-level call (for the batch):
+            return super().lr(flops, d_model)   # the base rule; runs always pass N and D
+        raw = self.law_coef * n_params ** self.law_n_exp * n_tokens ** self.law_d_exp
+        return float(min(max(raw, self.lr_min), self.lr_max))
+
+
+def law_path(sweep: str, runs_dir=None) -> Path:
+    """Where the tune block of spec `sweep` saves its law: <runs_dir>/<sweep>-tune/lr_law.json."""
+    root = Path(runs_dir if runs_dir is not None else os.environ.get(RUNS_DIR_ENV, "runs"))
+    return root / f"{sweep}-tune" / "lr_law.json"
+
+
+def fitted_recipe(sweep: str, where: str = "optim.recipe", runs_dir=None) -> FittedRecipe:
+    path = law_path(sweep, runs_dir)
+    if not path.is_file():
+        raise UserError(f"{where}: no fitted lr law for sweep {sweep!r} at {path} (run the "
+                        f"spec with its [tune] block first; ${RUNS_DIR_ENV} sets the runs dir)")
+    law = LrLaw.from_dict(read_json_object(path))
+    base = get_recipe(law.base_recipe, where)
+    fields_ = {k: v for k, v in asdict(base).items() if k not in ("name", "description")}
+    return FittedRecipe(**fields_, name=f"{FITTED_PREFIX}{sweep}",
+                        description=f"lr = {law.coef:.4g} N^{law.n_exp:.3f} D^{law.d_exp:.3f} "
+                                    f"(fitted by {sweep}'s [tune]); batch as {base.name}",
+                        law_coef=law.coef, law_n_exp=law.n_exp, law_d_exp=law.d_exp)
 OVERRIDABLE = ("lr_min", "lr_max", "batch_min", "batch_max", "batch_pow2", "warmup_frac",
-               "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref")
+               "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref",
+               "warmup_tokens_per_param", "beta2_ref", "beta2_ref_tokens", "beta2_min",
+               "beta2_max", "wd_timescale", "wd_max")
 
 
-def get_recipe(name: str, where: str = "optim.recipe") -> Recipe:
+def get_recipe(name: str, where: str = "optim.recipe", runs_dir=None) -> Recipe:
+    """A named recipe; "fitted:<sweep>" is read from `runs_dir` (default $SCALING_RUNS_DIR,
+    else ./runs)."""
+    if isinstance(name, str) and name.startswith(FITTED_PREFIX):
+        return fitted_recipe(name[len(FITTED_PREFIX):], where, runs_dir)
     try:
         return RECIPES[name]
     except KeyError:
@@ -137,8 +249,10 @@ def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "opti
 
 
 def choose(recipe: Recipe, flops: float, seq_len: int, *, d_model: int | None = None,
-           lr: float | None = None, batch_size: int | None = None) -> tuple[float, int]:
+           lr: float | None = None, batch_size: int | None = None,
+           n_params: float | None = None, n_tokens: float | None = None) -> tuple[float, int]:
     """(lr, batch_size) for a run of ``flops`` FLOPs; explicit values win over the rule."""
-    chosen_lr = recipe.lr(flops, d_model) if lr is None else float(lr)
+    chosen_lr = (recipe.lr(flops, d_model, n_params=n_params, n_tokens=n_tokens)
+                 if lr is None else float(lr))
     chosen_batch = recipe.batch_size(flops, seq_len) if batch_size is None else int(batch_size)
     return chosen_lr, chosen_batch

@@ -69,11 +69,11 @@ class SweepPlan:
 
 
 def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
-               check: bool = True) -> SweepPlan:
+               check: bool = True, runs_dir=None) -> SweepPlan:
     """Plan every run of `spec`. `centers` maps a budget to a centre size (re-centring on an
     earlier fit); other budgets use the Chinchilla prior. Raises UserError when a design
     check refuses the plan (see sweeps.checks)."""
-    recipe = hparams.with_overrides(hparams.get_recipe(spec.optim.recipe),
+    recipe = hparams.with_overrides(hparams.get_recipe(spec.optim.recipe, runs_dir=runs_dir),
                                     dict(spec.optim.overrides))
     seq_len = spec.data.seq_len
     vocab = spec.vocab_size
@@ -84,7 +84,7 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
         kwargs: dict = dict(convention=spec.convention, vocab_size=vocab, seq_len=seq_len,
                       tokens_per_param=spec.grid.tokens_per_param, batch_size=batch,
                       mlp=spec.model.mlp, tie_embeddings=spec.model.tie_embeddings,
-                      qk_norm=spec.model.qk_norm)
+                      qk_norm=spec.model.qk_norm, recipe=spec.model.shape_recipe)
         try:
             if spec.grid.params is not None:
                 kwargs.pop("tokens_per_param")
@@ -97,7 +97,7 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
         dropped.extend(grid.dropped)
         for p in grid.runs:
             for seed in spec.seeds:
-                runs.append(_run_config(spec, recipe, p, batch, seed))
+                runs.append(run_config(spec, recipe, p, batch, seed))
     if spec.schedule.kind == "wsd" and spec.schedule.share_stable:
         runs = share_stable_phases(runs)
     plan = SweepPlan(spec=spec, runs=tuple(runs), dropped=tuple(dropped))
@@ -107,24 +107,36 @@ def plan_sweep(spec: SweepSpec, *, centers: dict[float, float] | None = None,
     return plan
 
 
-def _run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int) -> PlannedConfig:
+def run_config(spec: SweepSpec, recipe: hparams.Recipe, p, batch: int, seed: int) -> PlannedConfig:
+    """The planned run of grid point `p` at `batch` and `seed` (lr, warmup, weight decay
+    and beta2 from `recipe` unless the spec fixes them); sweeps.tune plans its lr cells by it."""
     n_steps = p.n_tokens // (batch * spec.data.seq_len)
     lr, _ = hparams.choose(recipe, p.budget, spec.data.seq_len, d_model=p.config.d_model,
-                           lr=spec.optim.lr, batch_size=batch)
+                           lr=spec.optim.lr, batch_size=batch, n_params=p.n_params,
+                           n_tokens=p.n_tokens)
+    batch_tokens = batch * spec.data.seq_len
     warmup = (spec.schedule.warmup_steps if spec.schedule.warmup_steps is not None
-              else recipe.warmup_steps(n_steps))
+              else recipe.warmup_steps(n_steps, n_params=p.n_params, batch_tokens=batch_tokens))
     warmup = min(warmup, n_steps)
+    # explicit spec values win over the recipe's rules (as lr and batch_size do)
+    weight_decay = (spec.optim.weight_decay if spec.optim.weight_decay is not None
+                    else recipe.weight_decay_for(lr, n_steps))
+    beta2 = spec.optim.beta2 if spec.optim.beta2 is not None else recipe.beta2_for(batch_tokens)
     sched = ScheduleConfig(kind=spec.schedule.kind, warmup_steps=warmup,
                            final_lr_frac=spec.schedule.final_lr_frac,
                            decay_frac=spec.schedule.decay_frac)
-    optim = OptimConfig(lr=lr, weight_decay=spec.optim.weight_decay, beta1=spec.optim.beta1,
-                        beta2=spec.optim.beta2, grad_clip=spec.optim.grad_clip,
+    optim = OptimConfig(lr=lr, weight_decay=weight_decay, beta1=spec.optim.beta1,
+                        beta2=beta2, grad_clip=spec.optim.grad_clip,
                         z_loss=spec.optim.z_loss)
     data = DataConfig(source=spec.data.source, tokenizer=spec.data.tokenizer,
                       eval_tokens=spec.data.eval_tokens, max_epochs=spec.data.max_epochs,
                       text_column=spec.data.text_column, vocab_size=spec.data.vocab_size,
                       eval_sets=spec.data.eval_sets, tasks=spec.data.tasks)
-    cfg = RunConfig(model=p.config, data=data, optim=optim, schedule=sched, batch_size=batch,
+    model = p.config
+    if spec.model.parameterization != "sp":
+        model = replace(model, parameterization=spec.model.parameterization,
+                        base_width=spec.model.base_width)
+    cfg = RunConfig(model=model, data=data, optim=optim, schedule=sched, batch_size=batch,
                     grad_accum=spec.train.grad_accum, n_steps=n_steps, seed=seed,
                     eval_every=spec.train.eval_every, log_every=spec.train.log_every,
                     checkpoint_every=spec.train.checkpoint_every, sweep=spec.name,

@@ -29,6 +29,10 @@ Example (every table optional except ``budgets``)::
     mlp = "swiglu"               # swiglu | gelu
     tie_embeddings = true
     qk_norm = false
+    shape = "solver"             # solver (exact counts) | ladder (one dial: depth)
+    # aspect_ratio = 8.0         # ladder only: d_model / n_layers (default 64)
+    parameterization = "sp"      # sp | mup (lr transfers across width; scaling.model)
+    # base_width = 64            # mup only: the width where mup equals sp
 
     [budgets]
     values = [1e11, 3e11, 1e12]  # or: min = 1e11, max = 1e12, count = 3 (log-spaced)
@@ -49,7 +53,9 @@ Example (every table optional except ``budgets``)::
     [optim]
     recipe = "deepseek"          # see sweeps.hparams (deepseek | tiny-bytes | constant)
     # lr = 1e-2; batch_size = 4  # fixed values win over the recipe
-    weight_decay = 0.1
+    # weight_decay = 0.1; beta2 = 0.95  # likewise (default: the recipe's, 0.1 and 0.95)
+    # warmup_tokens_per_param = 1.0     # Porian et al. 2024 options, see sweeps.hparams
+    # beta2_ref_tokens = 524288; wd_timescale = 0.2
 
     [train]
     log_every = 10
@@ -70,6 +76,11 @@ Example (every table optional except ``budgets``)::
     workers = 1
     # nodes = 2; tasks_per_node = 4  # slurm: one JAX process per node or per GPU
     # group_replicas = false     # local: runs differing only in lr, seed, ... train as one vmapped group
+
+    [tune]                       # optional: fit lr*(N, D) first (sweeps.tune); then
+    cells = [[1e4, 20], [3e4, 20], [1e4, 80]]   # optim.recipe = "fitted:<name>" uses it
+    lr_multipliers = [0.25, 0.5, 1, 2, 4]       # x the recipe's lr for each cell
+    bootstrap = 200
 """
 
 from __future__ import annotations
@@ -88,7 +99,8 @@ from scaling.corpus import parse_synthetic
 from scaling.errors import UserError, positive_number
 from scaling.evals import check_data_inputs
 from scaling.flops import CONVENTIONS
-from scaling.model_config import DEFAULT_SEQ_LEN
+from scaling.model_config import DEFAULT_SEQ_LEN, PARAMETERIZATIONS
+from scaling.shapes import SHAPE_KINDS, shape_recipe
 from scaling.sources import scheme
 from scaling.tokenizer import parse_tokenizer
 from scaling.tracking import check_installed
@@ -99,6 +111,9 @@ from sweeps.ownership import spec_hash
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # a sweep's name is a directory name
 SLURM_PATTERN = r"[A-Za-z0-9._,&|:\[\]*-]+"  # what Slurm names can be (they reach sbatch)
 BUDGET: dict[str, Any] = {"lo": 0, "hi": MAX_BUDGET, "lo_open": True}  # bounds of one FLOP budget
+DEFAULT_MUP_BASE_WIDTH = 64
+# optim.recipe: a named recipe, or "fitted:<sweep>" (a [tune] block's law, read when planning)
+RECIPE_PATTERN = f"(?:{'|'.join(hparams.RECIPES)}|{hparams.FITTED_PREFIX}{NAME_PATTERN})"
 
 
 # ----------------------------------------------------------------------------- schema
@@ -122,6 +137,15 @@ class ModelSpec:
     mlp: str = "swiglu"
     tie_embeddings: bool = True
     qk_norm: bool = False
+    shape: str = "solver"  # scaling.shapes.SHAPE_KINDS
+    aspect_ratio: float | None = None  # ladder only; None: scaling.shapes.DEFAULT_LADDER_ASPECT
+    parameterization: str = "sp"  # sp | mup (scaling.model)
+    base_width: int | None = None  # mup only: the d_model the lr was tuned at (default 64)
+
+    @property
+    def shape_recipe(self):
+        """The scaling.shapes recipe these fields name (its .name goes into every run)."""
+        return shape_recipe(self.shape, self.aspect_ratio)
 
 
 @dataclass(frozen=True)
@@ -147,12 +171,23 @@ class OptimSpec:
     recipe: str = "deepseek"
     lr: float | None = None
     batch_size: int | None = None
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # None: the recipe's (sweeps.hparams.Recipe.weight_decay_for)
     beta1: float = 0.9
-    beta2: float = 0.95
+    beta2: float | None = None  # None: the recipe's (sweeps.hparams.Recipe.beta2_for)
     grad_clip: float = 1.0
     z_loss: float = 0.0
     overrides: tuple[tuple[str, Any], ...] = ()  # recipe clamps (sweeps.hparams.OVERRIDABLE)
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A learning-rate tuning block (sweeps.tune): each cell (target N, tokens per parameter)
+    is trained at base lr x each multiplier; the fitted law becomes recipe "fitted:<name>"."""
+
+    cells: tuple[tuple[float, float], ...] = ()
+    lr_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    bootstrap: int = 200
+    level: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -222,11 +257,14 @@ class SweepSpec:
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    tune: TuneSpec | None = None
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("path")
+        if d["tune"] is None:  # specs without a [tune] block keep their digest
+            d.pop("tune")
         d["optim"]["overrides"] = dict(self.optim.overrides)
         return d
 
@@ -421,6 +459,8 @@ def parse_spec(d: dict) -> SweepSpec:
                         "min/max/count)")
     budgets = _budgets(top)
     tables: dict[str, Any] = {key: read(top.table(key)) for key, read in TABLES.items()}
+    tables["tune"] = _tune(top.table("tune")) if top.has("tune") else None
+    top.used.add("tune")
     top.done()
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
@@ -486,8 +526,17 @@ def _named_table(t: _Fields, key: str, what: str) -> tuple[tuple[str, str], ...]
 def _model(t: _Fields) -> ModelSpec:
     out = ModelSpec(mlp=t.str("mlp", "swiglu", ("swiglu", "gelu")),
                     tie_embeddings=t.bool("tie_embeddings", True),
-                    qk_norm=t.bool("qk_norm", False))
+                    qk_norm=t.bool("qk_norm", False),
+                    shape=t.str("shape", "solver", SHAPE_KINDS),
+                    aspect_ratio=t.float("aspect_ratio", None, lo=1.0, hi=1024.0),
+                    parameterization=t.str("parameterization", "sp", PARAMETERIZATIONS),
+                    base_width=t.int("base_width", None, lo=1))
+    if out.parameterization == "mup" and out.base_width is None:
+        out = replace(out, base_width=DEFAULT_MUP_BASE_WIDTH)
+    if out.parameterization == "sp" and out.base_width is not None:
+        raise UserError("model.base_width: only parameterization = \"mup\" takes a base width")
     t.done()
+    out.shape_recipe  # noqa: B018  (validates shape with aspect_ratio now)
     return out
 
 
@@ -565,8 +614,13 @@ def _schedule(t: _Fields) -> ScheduleSpec:
 
 
 def _optim(t: _Fields) -> OptimSpec:
-    recipe = t.str("recipe", "deepseek", None if t.schema is None else tuple(hparams.RECIPES))
-    hparams.get_recipe(recipe)
+    recipe = t.str("recipe", "deepseek", pattern=None if t.schema is None else RECIPE_PATTERN)
+    if recipe.startswith(hparams.FITTED_PREFIX):  # resolved when planning (the law may not
+        sweep = recipe[len(hparams.FITTED_PREFIX):]  # exist yet: this spec's [tune] fits it)
+        if not re.fullmatch(NAME_PATTERN, sweep):
+            raise UserError(f"optim.recipe: expected fitted:<sweep name>, got {recipe!r}")
+    else:
+        hparams.get_recipe(recipe)
     overrides = {}
     for key in hparams.OVERRIDABLE:  # the recipe's clamps, typed as the recipe's own fields
         if key == "weight_decay" or not (t.has(key) or t.schema is not None):
@@ -577,20 +631,54 @@ def _optim(t: _Fields) -> OptimSpec:
         elif isinstance(default, int):
             overrides[key] = t.int(key, None, lo=0)
         else:
-            overrides[key] = t.float(key, None, lo=0)
+            fraction = key in ("beta2_ref", "beta2_min", "beta2_max")
+            overrides[key] = t.float(key, None, lo=0, hi=1.0 if fraction else None,
+                                     lo_open=key in ("wd_timescale", "beta2_ref_tokens"))
     out = OptimSpec(
         recipe=recipe,
         lr=t.float("lr", None, lo=0, lo_open=True),
         batch_size=t.int("batch_size", None, lo=1),
-        weight_decay=t.float("weight_decay", 0.1, lo=0),
+        weight_decay=t.float("weight_decay", None, lo=0),
         beta1=t.float("beta1", 0.9, lo=0, hi=1),
-        beta2=t.float("beta2", 0.95, lo=0, hi=1),
+        beta2=t.float("beta2", None, lo=0, hi=1),
         grad_clip=t.float("grad_clip", 1.0, lo=0),
         z_loss=t.float("z_loss", 0.0, lo=0),
         overrides=tuple(sorted(overrides.items())),
     )
     t.done()
     return out
+
+
+def _tune(t: _Fields) -> TuneSpec:
+    bootstrap = t.int("bootstrap", 200, lo=0, hi=100_000)
+    level = t.float("level", 0.8, lo=0, hi=1, lo_open=True)
+    t.used.update(("cells", "lr_multipliers"))
+    if t.schema is not None:  # cells and lr_multipliers are lists: json_schema writes them
+        return TuneSpec()
+    cells = t.get("cells")
+    if not isinstance(cells, list) or not cells:
+        raise UserError(f"tune.cells: expected a non-empty list of [n_params, tokens_per_param] "
+                        f"pairs, got {_show(cells)}")
+    out_cells = []
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, list) or len(cell) != 2:
+            raise UserError(f"tune.cells[{i}]: expected [n_params, tokens_per_param], "
+                            f"got {_show(cell)}")
+        out_cells.append((_number(cell[0], f"tune.cells[{i}][0]", lo=1),
+                          _number(cell[1], f"tune.cells[{i}][1]", lo=0, lo_open=True)))
+    mults = t.get("lr_multipliers", list(TuneSpec.lr_multipliers))
+    if not isinstance(mults, list) or len(mults) < 3:
+        raise UserError(f"tune.lr_multipliers: expected a list of >= 3 positive numbers, "
+                        f"got {_show(mults)}")
+    mults = sorted(_number(m, f"tune.lr_multipliers[{i}]", lo=0, lo_open=True)
+                   for i, m in enumerate(mults))
+    if len(set(mults)) != len(mults):
+        raise UserError("tune.lr_multipliers: expected distinct values")
+    if level >= 1:
+        raise UserError(f"tune.level: expected a fraction in (0, 1), got {level}")
+    t.done()
+    return TuneSpec(cells=tuple(out_cells), lr_multipliers=tuple(mults), bootstrap=bootstrap,
+                    level=level)
 
 
 def _train(t: _Fields) -> TrainSpec:
@@ -690,6 +778,14 @@ def json_schema() -> dict:
         read(top.table(key))
     props["grid"]["properties"]["params"] = {
         "type": "array", "items": {"type": "number", "minimum": 1}, "minItems": 1}
+    _tune(top.table("tune"))
+    props["tune"]["required"] = ["cells"]
+    props["tune"]["properties"]["cells"] = {"type": "array", "minItems": 1, "items": {
+        "type": "array", "minItems": 2, "maxItems": 2,
+        "prefixItems": [{"type": "number", "minimum": 1}, {"type": "number", "exclusiveMinimum": 0}]}}
+    props["tune"]["properties"]["lr_multipliers"] = {
+        "type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3,
+        "uniqueItems": True, "default": list(TuneSpec.lr_multipliers)}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "scaling-suite sweep spec (validated by sweeps/spec.py)", "type": "object",
             "required": ["name", "budgets"], "additionalProperties": False, "properties": props,

@@ -32,6 +32,7 @@ from sweeps.launch.slurm import run_slurm
 from sweeps.ownership import claim_sweep_dir
 from sweeps.plan import SweepPlan, plan_sweep
 from sweeps.spec import SweepSpec, check_launcher
+from sweeps.tune import run_tune
 
 TRAIN_CMD_ENV = "SCALING_TRAIN_CMD"  # test hook: JSON list replacing `python -m scaling_cli train`
 
@@ -63,10 +64,13 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
         raise UserError(f"--runs-dir: cannot create {runs_dir} ({e.strerror or e})") from None
     claim_sweep_dir(runs_dir, spec.name, spec.digest(), spec.to_dict(), force=force)
     plan = plan or plan_sweep(spec)
+    shape_recipe = spec.model.shape_recipe.name
     dirs = []
     for r in plan.runs:
         try:
             run_dir = runs.init_run_dir(runs_dir, r.config, recipe=r.recipe)
+            if runs.read_config_json(run_dir).get("shape_recipe") != shape_recipe:
+                runs.update_config_fields(run_dir, shape_recipe=shape_recipe)
             if r.branch_of or r.keep_steps:
                 wsd = ({"branch_of": r.branch_of, "branch_step": r.branch_step} if r.branch_of
                        else {"keep_steps": list(r.keep_steps)})
@@ -118,13 +122,16 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
+    if spec.tune is not None:  # the lr law first: optim.recipe "fitted:<name>" may need it
+        run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd, on_update=on_update,
+                 force=force)
     stages = [spec.budgets] if spec.grid.center != "fit" else [(b,) for b in spec.budgets]
     states: dict[Path, str] = {}
     all_dirs: list[Path] = []
     stage_plans: list[SweepPlan] = []
     for i, stage in enumerate(stages):
         centers = fit_centers(spec, runs_dir) if spec.grid.center == "fit" and i else None
-        plan = plan_sweep(spec, centers=centers)
+        plan = plan_sweep(spec, centers=centers, runs_dir=runs_dir)
         if len(stages) > 1:
             plan = SweepPlan(spec=spec, runs=tuple(r for r in plan.runs if r.config.budget in stage),
                              dropped=plan.dropped, findings=plan.findings)

@@ -190,3 +190,39 @@ def test_examples_parse_and_plan(name):
     assert len(plan.runs) >= 5 * len(s.budgets)
     assert all(abs(r.flops / r.config.budget - 1) <= 0.01 for r in plan.runs)
     assert math.isfinite(plan.total_flops)
+
+
+def _model_spec(model: str):
+    import tomllib
+
+    text = ('name = "m"\nbudgets = [1e11]\n[data]\nseq_len = 128\n[grid]\nsizes = 6\n'
+            'span = 16.0\ntokens_per_param = 40.0\n[optim]\nrecipe = "tiny-bytes"\n'
+            '[checks]\nmin_sizes = 1\n[model]\n' + model)
+    return spec.parse_spec(tomllib.loads(text))
+
+
+def test_model_shape_and_parameterization_reach_the_plan():
+    from sweeps.plan import plan_sweep
+
+    s = _model_spec('shape = "ladder"\naspect_ratio = 8.0\nparameterization = "mup"\n')
+    assert s.model.shape_recipe.name == "depth-ladder-a8-v1" and s.model.base_width == 64
+    runs_ = plan_sweep(s, check=False).runs
+    assert [r.config.model.n_layers for r in runs_] == [1, 2, 3, 4, 5]
+    assert {(r.config.model.parameterization, r.config.model.base_width) for r in runs_} == {
+        ("mup", 64)}
+    default = _model_spec("")
+    assert default.model.shape_recipe.name == "aspect64x2per3dec-v1"
+    assert {r.config.model.parameterization for r in plan_sweep(default, check=False).runs} == {
+        "sp"}
+
+
+@pytest.mark.parametrize("model, message", [
+    ('shape = "cube"', "model.shape: expected one of ladder, solver"),
+    ("aspect_ratio = 8.0", "model.aspect_ratio: only the ladder recipe takes one"),
+    ('shape = "ladder"\naspect_ratio = 0.5', "model.aspect_ratio: expected a finite number in"),
+    ('parameterization = "ntk"', "model.parameterization: expected one of sp, mup"),
+    ("base_width = 64", "model.base_width: only parameterization"),
+])
+def test_bad_model_fields(model, message):
+    with pytest.raises(UserError, match=message):
+        _model_spec(model)
