@@ -46,6 +46,7 @@ from scaling.train import (
     _Terminate,
     _Trainer,
     _truncate_metrics,
+    failure_reason,
     train_run,
 )
 from scaling.train_step import (
@@ -131,7 +132,7 @@ class _Group:
         except UserError:
             raise
         except BaseException as e:
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            reason = failure_reason(e)
             for m in self.members:
                 if str(m.run_dir) not in self.results:
                     m.status("failed", reason=reason, pid=None)

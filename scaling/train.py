@@ -146,6 +146,11 @@ def train_run(run_dir: str | os.PathLike, *, peak_flops: float | None = None,
         lock.__exit__(None, None, None)
 
 
+def failure_reason(e: BaseException) -> str:
+    """The one-line reason a crashed run's status records."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
 class _Trainer:
     def __init__(self, run_dir: Path, cfg: RunConfig, *, peak_flops, max_steps, progress,
                  steps_per_dispatch, cache_dir, keep_steps, fsdp, lock) -> None:
@@ -192,7 +197,7 @@ class _Trainer:
         except UserError:
             raise
         except BaseException as e:
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            reason = failure_reason(e)
             self.status("failed", reason=reason, pid=None)
             raise
 
