@@ -18,6 +18,7 @@ number (finite, in its domain) and refuses a bad one with a UserError naming the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from analysis.approach2 import POWER_KEYS, IsoFlopMinimum, PowerLaw, PowerLawRes
 from analysis.approach3 import HUBER_DELTA, LAW_KEYS, Approach3Result, ParametricLaw
 from analysis.artifacts import read_fit as read_fit_json
 from analysis.bootstrap import DEFAULT_LEVEL, Bootstrap, Holdout
+from analysis.load import is_accuracy_like
 from analysis.noise import NoiseEstimate
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_json
@@ -61,6 +63,7 @@ class FitDocument:
     params_kind: str = "total"
     budgets_inferred: bool = False
     huber_delta: float = HUBER_DELTA
+    metric: str = "loss"  # what was fitted: the held-out loss, or `scaling fit --metric NAME`
     approaches: Mapping[str, Result | ApproachError] = field(default_factory=dict)
     bootstrap: Mapping[str, Bootstrap] = field(default_factory=dict)
     validation: Mapping[str, Holdout] = field(default_factory=dict)  # "holdout"
@@ -140,7 +143,8 @@ class FitDocument:
             "source": self.source, "kind": self.kind, "n_points": self.n_points,
             "excluded": dict(self.excluded), "dropped_highest": self.dropped_highest,
             "convention": self.convention, "params_kind": self.params_kind,
-            "budgets_inferred": self.budgets_inferred, "huber_delta": self.huber_delta}
+            "budgets_inferred": self.budgets_inferred, "huber_delta": self.huber_delta,
+            "metric": self.metric}
         for name, res in self.approaches.items():
             block = res.to_dict()
             boot = self.bootstrap.get(name)
@@ -189,6 +193,7 @@ class FitDocument:
                    convention=_typed(d, "convention", where, "6N"), params_kind=params_kind,
                    budgets_inferred=_typed(d, "budgets_inferred", where, False, bool),
                    huber_delta=_number(d, "huber_delta", where, _POSITIVE, default=HUBER_DELTA),
+                   metric=_metric(d, where),
                    approaches=approaches, bootstrap=bootstrap, validation=validation,
                    **_read_forecast(d, where))
 
@@ -219,10 +224,18 @@ def _keys(law: Law) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- files
 
 
-def default_fit_path(src: str | Path) -> Path:
-    """Where `scaling fit SRC` writes: RUNS_DIR/fit.json, or <stem>.fit.json beside a CSV."""
+def default_fit_path(src: str | Path, metric: str | None = None) -> Path:
+    """Where `scaling fit SRC` writes: RUNS_DIR/fit.json, or <stem>.fit.json beside a CSV;
+    with `--metric NAME` fit.<slug>.json (task/x/loss -> fit.task.x.loss.json), so a metric's
+    fit never overwrites the main one."""
     src = Path(src)
-    return src / "fit.json" if src.is_dir() else src.with_name(f"{src.stem}.fit.json")
+    name = "fit.json" if metric in (None, "loss") else f"fit.{metric_slug(metric)}.json"
+    return src / name if src.is_dir() else src.with_name(f"{src.stem}.{name}")
+
+
+def metric_slug(metric: str) -> str:
+    """A metric name as part of a file name: '/' (and anything unsafe) becomes '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", ".", metric).strip(".") or "metric"
 
 
 def resolve_fit_path(arg: str | Path) -> Path:
@@ -292,6 +305,17 @@ def _typed(d: dict, key: str, where: str, default: Any, kind: type = str) -> Any
         expected = "true or false" if kind is bool else "text"
         raise UserError(f"{where}.{key}: expected {expected}, got {v!r}")
     return v
+
+
+def _metric(d: dict, where: str) -> str:
+    metric = _typed(d, "metric", where, "loss")
+    if not metric.strip():
+        raise UserError(f"{where}.metric: expected a metric name (e.g. loss, eval/NAME/loss), "
+                        "got an empty string")
+    if is_accuracy_like(metric):
+        raise UserError(f"{where}.metric: expected a loss-like metric, got {metric!r} "
+                        "(accuracy saturates; it is forecast by `scaling predict --task`)")
+    return metric
 
 
 def _object(v: Any, where: str) -> dict:

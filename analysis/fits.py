@@ -105,8 +105,10 @@ def _check_bootstrap(n_bootstrap: int, level: float) -> None:
 def fit_points(points: pd.DataFrame, info: LoadInfo | dict | None = None,
                curves: pd.DataFrame | None = None, *, approaches: str | tuple = "all",
                n_bootstrap: int = 0, level: float = DEFAULT_LEVEL, seed: int = 0,
-               params_kind: str = "total", holdout: bool = False) -> FitDocument:
-    """Fit, bootstrap (n_bootstrap resamples, 0 for none) and validate loaded points."""
+               params_kind: str = "total", holdout: bool = False,
+               metric: str = "loss") -> FitDocument:
+    """Fit, bootstrap (n_bootstrap resamples, 0 for none) and validate loaded points;
+    `metric` names what their `loss` column holds (`analysis.load.select_metric`)."""
     _check_bootstrap(n_bootstrap, level)
     info = info.to_dict() if isinstance(info, LoadInfo) else dict(info or {})
     points = with_params_kind(points, params_kind)
@@ -118,21 +120,25 @@ def fit_points(points: pd.DataFrame, info: LoadInfo | dict | None = None,
                       dropped_highest=int(info.get("dropped_highest", 0)),
                       convention=str(info.get("convention", "6N")), params_kind=params_kind,
                       budgets_inferred=bool(info.get("budgets_inferred", False)),
-                      approaches=results, bootstrap=boots)
+                      metric=metric, approaches=results, bootstrap=boots)
     if holdout:
         doc = replace(doc, validation={"holdout": holdout_largest_budget(points)})
     return doc
 
 
 def fit_source(src: str | Path, *, approaches: str | tuple = "all", drop_highest: int = 0,
-               convention: str | None = None, **options: Any) -> FitDocument:
+               convention: str | None = None, metric: str = "loss",
+               **options: Any) -> FitDocument:
     """Load a runs directory or CSV (with the runs' training curves for Approach 1) and
-    fit it; `options` as for fit_points (n_bootstrap, level, seed, params_kind, holdout)."""
+    fit it; `options` as for fit_points (n_bootstrap, level, seed, params_kind, holdout).
+    With a `metric` other than the held-out loss, Approach 1 takes the final points (the
+    curves are of the training loss)."""
     src = Path(src)
     _check_bootstrap(options.get("n_bootstrap", 0), options.get("level", DEFAULT_LEVEL))
-    points, info = load_points(src, drop_highest=drop_highest, convention=convention)
+    points, info = load_points(src, drop_highest=drop_highest, convention=convention,
+                               metric=metric)
     curves = None
-    if src.is_dir() and "1" in parse_approaches(approaches):
+    if src.is_dir() and "1" in parse_approaches(approaches) and metric == "loss":
         curves = load_curves(src)
-    return fit_points(points, info, curves, approaches=approaches, **options)
+    return fit_points(points, info, curves, approaches=approaches, metric=metric, **options)
 

@@ -68,21 +68,22 @@ def fit_source_with_forecast(src: str | Path, *, approaches: str | tuple = "all"
                              drop_highest: int = 0, convention: str | None = None,
                              exclude: tuple[str, ...] | list[str] = (),
                              fix_E: float | None = None, rollout: bool = False,
-                             **options: Any) -> FitDocument:
+                             metric: str = "loss", **options: Any) -> FitDocument:
     """`analysis.fits.fit_source` plus the forecast blocks: runs named in `exclude` are left
     out before fitting, `fix_E` is checked against the losses before anything is fitted."""
     src = Path(src)
-    points, info = load_points(src, drop_highest=drop_highest, convention=convention)
+    points, info = load_points(src, drop_highest=drop_highest, convention=convention,
+                               metric=metric)
     if exclude:
         points = exclude_runs(points, exclude)
     if fix_E is not None:
         check_fixed_E(fix_E, points["loss"])
     curves = None
-    if src.is_dir() and "1" in parse_approaches(approaches):
-        curves = load_curves(src)
+    if src.is_dir() and "1" in parse_approaches(approaches) and metric == "loss":
+        curves = load_curves(src)  # curves are of the training loss: not another metric's
         if exclude:
             curves = curves[~curves["run"].astype(str).isin(list(exclude))]
-    doc = fit_points(points, info, curves, approaches=approaches, **options)
+    doc = fit_points(points, info, curves, approaches=approaches, metric=metric, **options)
     n_boot = options.get("n_bootstrap") or ROLLOUT_BOOTSTRAP
     blocks = forecast_blocks(points, doc.approaches, fix_E=fix_E, rollout=rollout,
                              n_bootstrap=n_boot, level=options.get("level", 0.8),

@@ -57,11 +57,12 @@ EPOCH_COLUMNS = {"Model Size": "params", "Training FLOP": "flops"}
 
 
 def load_points(src: str | Path, drop_highest: int = 0, *, convention: str | None = None,
-                min_points: int = 1) -> tuple[pd.DataFrame, LoadInfo]:
+                min_points: int = 1, metric: str | None = None) -> tuple[pd.DataFrame, LoadInfo]:
     """Points DataFrame (columns POINT_COLUMNS plus any other CSV columns) and LoadInfo.
 
     drop_highest: remove the k highest-loss points (Epoch drop 5 from Chinchilla's data).
     convention: for a runs dir, which FLOP convention fills `flops` (default: each run's own).
+    metric: fit this loss-like metric instead of the held-out loss (`select_metric`).
     """
     path = Path(src)
     if not path.exists():
@@ -70,6 +71,8 @@ def load_points(src: str | Path, drop_highest: int = 0, *, convention: str | Non
         df, info = _load_runs(path, convention)
     else:
         df, info = _load_csv(path)
+    if metric is not None and metric != "loss":
+        df = select_metric(df, metric, info)
     if drop_highest < 0:
         raise UserError(f"drop_highest: expected >= 0, got {drop_highest}")
     if drop_highest:
@@ -81,6 +84,53 @@ def load_points(src: str | Path, drop_highest: int = 0, *, convention: str | Non
     if len(df) < min_points:
         raise UserError(f"{src}: expected at least {min_points} finished runs, got {len(df)}")
     return df, info
+
+
+ACCURACY_LIKE = ("accuracy", "acc", "chance")  # last part of a saturating metric's name
+
+
+def loss_like_metrics(df: pd.DataFrame) -> list[str]:
+    """The columns `--metric` can name: numeric, not N/D/C/budget, not accuracy-like."""
+    skip = set(POINT_COLUMNS) - {"loss"}
+    return sorted(c for c in df.columns if c not in skip and c not in ("run_dir", "sweep")
+                  and pd.api.types.is_numeric_dtype(df[c]) and not is_accuracy_like(c))
+
+
+def is_accuracy_like(metric: str) -> bool:
+    return metric.rsplit("/", 1)[-1].lower() in ACCURACY_LIKE
+
+
+def select_metric(df: pd.DataFrame, metric: str, info: LoadInfo) -> pd.DataFrame:
+    """The points with `metric` as their `loss` (what every fit reads); rows without it are
+    left out and counted as `no_metric`. A metric that is not there, or that saturates
+    (accuracy: it does not follow E + A/N^a + B/D^b), is refused naming what is there."""
+    where = "runs" if info.kind == "runs" else "columns"
+    if is_accuracy_like(metric):
+        task = metric.split("/")[1] if metric.startswith("task/") and metric.count("/") == 2 \
+            else "NAME"
+        raise UserError(f"--metric: {metric!r} is accuracy-like (it saturates, so it does not "
+                        f"follow E + A/N^alpha + B/D^beta); forecast it with `scaling fit SRC "
+                        f"--task {task}` and `scaling predict --task {task}`")
+    if metric not in df.columns or metric in set(POINT_COLUMNS) - {"loss"}:
+        have = ", ".join(loss_like_metrics(df)) or "none"
+        recorded = (f"not recorded by the runs in {info.source}" if where == "runs"
+                    else f"not a column of {info.source}")
+        raise UserError(f"--metric: {metric!r} is {recorded} (loss-like metrics: {have})")
+    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=np.float64)
+    missing = np.isnan(values)
+    if missing.all():
+        raise UserError(f"--metric: {metric!r} has no values in {info.source}")
+    df = df[~missing].copy()
+    if missing.any():
+        info.excluded["no_metric"] = info.excluded.get("no_metric", 0) + int(missing.sum())
+    values = values[~missing]
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(f"--metric: {metric!r} must be positive and finite (a loss), got "
+                        f"{values[i]!r} for run {df['run'].iloc[i]}")
+    df["loss"] = values
+    return df
 
 
 def _check_positive(df: pd.DataFrame, column: str, where: str) -> None:

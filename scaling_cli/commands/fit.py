@@ -3,7 +3,9 @@
 A CSV needs columns params, tokens (or flops, then tokens = flops / 6 params) and loss;
 an optional budget column groups IsoFLOP curves. Writes fit.json (default: RUNS_DIR/fit.json,
 or <stem>.fit.json beside the CSV) and prints a table of all approaches side by side, or the
-fit.json object with --json.
+fit.json object with --json. `--metric NAME` fits a recorded loss-like metric instead
+(fit.<metric>.json); `--task NAME` fits the two-step downstream forecast that
+`scaling predict --task NAME` reads (fit.downstream.NAME.json; analysis.downstream).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pathlib import Path
 
 from analysis.approach2 import PowerLawResult
 from analysis.bootstrap import DEFAULT_LEVEL
+from analysis.downstream import DEFAULT_BOOTSTRAP as DEFAULT_TASK_BOOTSTRAP
+from analysis.downstream import default_task_fit_path, fit_task_source, write_task_fit
 from analysis.fitdoc import FitDocument, default_fit_path, write_fit
 from analysis.fits import FitWarning
 from analysis.forecast import fit_source_with_forecast
 from analysis.report import fmt_num
 from scaling.compile_cache import enable_compile_cache
+from scaling.errors import UserError
 from scaling.fileio import to_json
 
 
@@ -46,6 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pin the irreducible loss E of the compute-frontier law")
     parser.add_argument("--exclude", action="append", default=[], metavar="RUN",
                         help="leave this run out (repeatable), e.g. a flagged outlier")
+    parser.add_argument("--metric", default="loss", metavar="NAME",
+                        help="fit this recorded loss-like metric instead of the held-out loss "
+                             "(e.g. eval/NAME/loss, eval/NAME/bpb, task/NAME/loss); writes "
+                             "fit.<metric>.json")
+    parser.add_argument("--task", default=None, metavar="NAME",
+                        help="fit the two-step downstream forecast of task NAME (task loss "
+                             "from N, D; accuracy from task loss) for `scaling predict --task`;"
+                             f" writes fit.downstream.NAME.json ({DEFAULT_TASK_BOOTSTRAP} "
+                             "resamples unless --bootstrap)")
     parser.add_argument("--json", action="store_true", help="print the fit.json object")
     parser.add_argument("-o", "--output", default=None, metavar="FIT.json",
                         help="where to write fit.json")
@@ -63,15 +77,38 @@ def fit_and_write(src: str | Path, output: str | Path | None = None,
     for w in caught:
         if issubclass(w.category, FitWarning):
             print(f"warning: {w.message}", file=sys.stderr)
-    return doc, write_fit(output or default_fit_path(src), doc)
+    return doc, write_fit(output or default_fit_path(src, options.get("metric")), doc)
+
+
+def run_task(args: argparse.Namespace) -> int:
+    """`scaling fit SRC --task NAME`: both steps of the downstream forecast, saved."""
+    if args.metric != "loss":
+        raise UserError("--task: fits its own metrics (task/NAME/loss, task/NAME/accuracy); "
+                        "leave out --metric")
+    enable_compile_cache()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        fit = fit_task_source(args.src, args.task, convention=args.convention,
+                              exclude=args.exclude, params_kind=args.params, seed=args.seed,
+                              n_bootstrap=args.bootstrap or DEFAULT_TASK_BOOTSTRAP,
+                              level=args.level)
+    for w in caught:
+        if issubclass(w.category, FitWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    out = write_task_fit(args.output or default_task_fit_path(args.src, args.task), fit)
+    print(to_json(fit.to_dict()) if args.json else "\n".join([*fit.summary(), f"wrote {out}"]))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task is not None:
+        return run_task(args)
     doc, out = fit_and_write(args.src, args.output, approaches=args.approach,
                              drop_highest=args.drop_highest, convention=args.convention,
                              n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
                              params_kind=args.params, holdout=args.holdout,
-                             exclude=args.exclude, fix_E=args.fix_E, rollout=args.rollout)
+                             exclude=args.exclude, fix_E=args.fix_E, rollout=args.rollout,
+                             metric=args.metric)
     if args.json:
         print(to_json(doc.to_dict()))
     else:
@@ -109,7 +146,8 @@ def format_table(doc: FitDocument) -> str:
 
 def _notes(doc: FitDocument) -> list[str]:
     notes = [f"{doc.source}: {doc.n_points} points, N = {doc.params_kind} params, "
-             f"FLOPs {doc.convention}"]
+             f"FLOPs {doc.convention}" + ("" if doc.metric == "loss" else
+                                          f", fitted metric {doc.metric}")]
     if doc.excluded:
         notes.append("excluded: " + ", ".join(f"{v} {k}" for k, v in doc.excluded.items()))
     notes += [f"{name}: {error}" for name, error in doc.errors().items()]
