@@ -374,7 +374,7 @@ def predict_task(fit: TaskFit, n_params: float, n_tokens: float, *,
     noise = fit.step1.noise
     boot1 = fit.step1.bootstrap.get("approach3")
     loss_pred = predict_loss(law, n, d, sigma=noise.sigma if noise else 0.0,
-                             samples=LawSamples.from_samples(boot1.samples) if boot1 else None,
+                             samples=LawSamples.from_samples(dict(boot1.samples)) if boot1 else None,
                              level=level, dof=noise.dof if noise else 0, seed=seed,
                              noise_source=noise.source if noise else "none")
     accuracy = float(fit.step2.predict(loss_pred.loss))

@@ -7,21 +7,26 @@ Keys (flat, in metrics.jsonl eval lines and in result.json; docs/architecture.md
 result.json also gets `eval_sets` ({name: {source, split, n_tokens, bytes_per_token}}) and
 `tasks` ({name: {path, sha256, n_items, accuracy_rule}}).
 
-An eval set's source has the syntax of `data.source` ("stdlib", "text:PATH",
-"synthetic[:...]") and is tokenized with the run's own tokenizer. What is scored: the
-source's validation split when it is the training corpus (same corpus hash) or a synthetic
-chain (its validation stream is drawn apart from its training stream); otherwise the whole
+An eval set's source is any `data.source` scheme (scaling.sources: "stdlib", "text:PATH",
+"parquet:PATH", "hf:NAME[:CONFIG][:SPLIT]", "hf-disk:PATH", "tokens:PATH",
+"synthetic[:...]"); a Parquet file or dataset holds its text in the run's
+`data.text_column`. Text is tokenized with the run's own tokenizer; `tokens:` files are
+already ids and must be ids of that tokenizer (they are checked against the model's
+vocabulary, which is also what sizes a `.bin` file's ids). What is scored: the source's
+validation split when it is the training corpus (same corpus hash) or a synthetic chain
+(its validation stream is drawn apart from its training stream); otherwise the whole
 corpus, which the run never trained on (a corpus that overlaps the training one without
 being it is the user's to avoid). The first `data.eval_tokens` target tokens are scored in
 the fixed windows of `scaling.data.eval_batches`; bits per byte divide by the UTF-8 bytes
-per token of the tokenized documents (1 for synthetic).
+per token of the tokenized documents (1 for synthetic and tokens:, as for the main eval).
+Documents are read only as far as those tokens need, so a large corpus costs little.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,34 +58,42 @@ class EvalSet:
 
 
 def _renamed(e: UserError, where: str) -> UserError:
-    """corpus errors name `data.source`; an eval set's name its own field."""
-    return UserError(re.sub(r"^data\.source", where, str(e)))
+    """corpus and source errors name `data.source`; an eval set's name its own field."""
+    text = str(e)
+    if text.startswith("data.source"):
+        return UserError(re.sub(r"^data\.source", where, text))
+    return UserError(f"{where}: {text}")
 
 
-def check_eval_source(name: str, source: str) -> None:
-    """Cheap checks of an eval set's source (syntax, the path exists), for spec loading."""
+def check_eval_source(name: str, source: str, text_column: str = "text") -> None:
+    """Cheap checks of an eval set's source (scheme, options, the path exists, a Parquet
+    file's text column from its footer), for spec loading. A tokens: source's ids are
+    checked when a run loads it (against the model's vocabulary)."""
     where = f"data.eval_sets.{name}"
-    if source == "stdlib" or source == "synthetic" or source.startswith("synthetic:"):
-        if source != "stdlib":
-            try:
-                corpus_lib.parse_synthetic(source)
-            except UserError as e:
-                raise _renamed(e, where) from None
-        return
-    if not source.startswith("text:"):
-        raise UserError(f"{where}: expected 'stdlib', 'text:PATH' or 'synthetic[:...]', "
-                        f"got {source!r}")
-    raw = source[len("text:"):]
-    if not raw:
-        raise UserError(f"{where}: 'text:' needs a path (text:PATH)")
-    if not Path(raw).expanduser().exists():
-        raise UserError(f"{where}: {raw}: no such file or directory")
+    try:
+        kind = sources_lib.scheme(source)
+        if kind == "synthetic" and source != "synthetic":
+            corpus_lib.parse_synthetic(source)
+        elif kind == "tokens":
+            raw = source.partition(":")[2]
+            if not Path(raw).expanduser().exists():
+                raise UserError(f"data.source: {raw}: no such file or directory")
+        elif kind != "synthetic":
+            sources_lib.validate(source, text_column=text_column)
+    except UserError as e:
+        raise _renamed(e, where) from None
 
 
 def check_data_inputs(data_cfg: DataConfig) -> None:
     """Every eval set's source and every task file, before anything is written."""
+    ids_only = sources_lib.scheme(data_cfg.source) == "tokens"
     for name, source in data_cfg.eval_sets:
-        check_eval_source(name, source)
+        check_eval_source(name, source, data_cfg.text_column)
+        if ids_only and sources_lib.scheme(source) not in ("tokens", "synthetic"):
+            # a tokens: run has no tokenizer to turn text into its ids
+            raise UserError(f"data.eval_sets.{name}: a text source ({source!r}) needs the "
+                            "run's tokenizer, and a tokens: training source has none; give "
+                            "a tokens:PATH eval set of the same tokenizer's ids")
     for name, path in data_cfg.tasks:
         read_task(name, path)
 
@@ -104,26 +117,16 @@ def _check_vocab(ids: np.ndarray, vocab_size: int, where: str) -> None:
 
 def load_eval_set(name: str, source: str, token_data: data_lib.TokenData, *,
                   encode: Callable[[str], list[int]], seq_len: int, eval_tokens: int,
-                  batch_size: int, vocab_size: int, cache_dir=None) -> EvalSet:
+                  batch_size: int, vocab_size: int, cache_dir=None,
+                  text_column: str = "text") -> EvalSet:
     where = f"data.eval_sets.{name}"
-    check_eval_source(name, source)
-    if source.startswith("synthetic"):
-        cfg = DataConfig(source=source, eval_tokens=eval_tokens)
-        try:
-            stream = data_lib.load_tokens(cfg, seq_len=seq_len, cache_dir=cache_dir).valid
-        except UserError as e:
-            raise _renamed(e, where) from None
-        split, bytes_per_token = "validation", 1.0
-    else:
-        try:
-            corpus = (corpus_lib.read_stdlib() if source == "stdlib"
-                      else corpus_lib.read_text(source))
-        except UserError as e:
-            raise _renamed(e, where) from None
-        same = corpus.corpus_hash == token_data.corpus_hash
-        split = "validation" if same else "all"
-        docs = sources_lib._documents(corpus.valid if same else corpus.train + corpus.valid)
-        stream, bytes_per_token = _encode_until(docs, encode, eval_tokens + 1)
+    check_eval_source(name, source, text_column)
+    try:
+        stream, split, bytes_per_token = _eval_stream(
+            source, token_data, encode=encode, seq_len=seq_len, eval_tokens=eval_tokens,
+            vocab_size=vocab_size, cache_dir=cache_dir, text_column=text_column)
+    except UserError as e:
+        raise _renamed(e, where) from None
     if stream.shape[0] < seq_len + 1:
         raise UserError(f"{where}: {source!r} has {stream.shape[0]} tokens, fewer than "
                         f"model.seq_len + 1 = {seq_len + 1}")
@@ -134,7 +137,41 @@ def load_eval_set(name: str, source: str, token_data: data_lib.TokenData, *,
     return EvalSet(name, source, split, tuple(batches), n_tokens, bytes_per_token)
 
 
-def _encode_until(docs: list[str], encode: Callable[[str], list[int]],
+def _eval_stream(source: str, token_data: data_lib.TokenData, *,
+                 encode: Callable[[str], list[int]], seq_len: int, eval_tokens: int,
+                 vocab_size: int, cache_dir, text_column: str) -> tuple[np.ndarray, str, float]:
+    """(token ids to score, split, UTF-8 bytes per token) of one eval set's source."""
+    kind = sources_lib.scheme(source)
+    need = eval_tokens + 1
+    if kind == "synthetic":
+        cfg = DataConfig(source=source, eval_tokens=eval_tokens)
+        return data_lib.load_tokens(cfg, seq_len=seq_len, cache_dir=cache_dir).valid, \
+            "validation", 1.0
+    if kind == "tokens":
+        files = sources_lib.token_files(source.partition(":")[2], vocab_size)
+        if sources_lib.token_files_hash(files, vocab_size) == token_data.corpus_hash:
+            return np.asarray(token_data.valid[:need]), "validation", 1.0
+        parts, n = [], 0
+        for f in files:
+            parts.append(np.asarray(f.ids[:need - n], np.int64))
+            n += parts[-1].shape[0]
+            if n >= need:
+                break
+        return np.concatenate(parts), "all", 1.0
+    docs = sources_lib.open_source(source, text_column)
+    same = docs.corpus_hash == token_data.corpus_hash
+    texts: Iterable[str]
+    if same:
+        valid = np.flatnonzero(docs.is_valid)
+        start = int(valid[0]) if valid.size else docs.n_docs
+        texts = (t for i, t in enumerate(docs.read(start), start) if docs.is_valid[i])
+    else:
+        texts = docs.read(0)
+    stream, bytes_per_token = _encode_until(texts, encode, need)
+    return stream, "validation" if same else "all", bytes_per_token
+
+
+def _encode_until(docs: Iterable[str], encode: Callable[[str], list[int]],
                   n_tokens: int) -> tuple[np.ndarray, float]:
     """Documents joined by the separator (0), encoded only as far as n_tokens; and UTF-8
     bytes (a separator counts 1) per token of what was encoded."""
@@ -175,7 +212,8 @@ class ExtraEvals:
         encode = make_encoder(data_cfg.tokenizer, token_data.corpus_hash, cache_dir)
         eval_sets = [load_eval_set(name, source, token_data, encode=encode, seq_len=seq_len,
                                    eval_tokens=data_cfg.eval_tokens, batch_size=batch_size,
-                                   vocab_size=vocab_size, cache_dir=cache_dir)
+                                   vocab_size=vocab_size, cache_dir=cache_dir,
+                                   text_column=data_cfg.text_column)
                      for name, source in data_cfg.eval_sets]
         tasks = []
         for name, path in data_cfg.tasks:

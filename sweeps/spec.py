@@ -495,7 +495,7 @@ def _data(t: _Fields) -> DataSpec:
         max_epochs=t.float("max_epochs", None, lo=0, lo_open=True),
         text_column=t.str("text_column", "text"),
         vocab_size=t.int("vocab_size", None, lo=2, hi=2**32),
-        eval_sets=_named_table(t, "eval_sets", "a data source: stdlib | text:PATH | synthetic[:...]"),
+        eval_sets=_named_table(t, "eval_sets", "a data source, any data.source scheme (scaling.sources)"),
         tasks=_named_table(t, "tasks", "a JSONL task file (context, choices, answer)"),
     )
     if kind == "tokens" and out.vocab_size is None:
@@ -506,7 +506,8 @@ def _data(t: _Fields) -> DataSpec:
                         "the vocabulary)")
     t.done()
     if t.schema is None:  # a missing source or a bad task line refuses the spec up front
-        check_data_inputs(DataConfig(eval_sets=out.eval_sets, tasks=out.tasks))
+        check_data_inputs(DataConfig(source=out.source, text_column=out.text_column,
+                                     eval_sets=out.eval_sets, tasks=out.tasks))
     return out
 
 

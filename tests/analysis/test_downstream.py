@@ -24,11 +24,14 @@ STEP2 = SigmoidLaw(chance=0.25, ceiling=0.85, k=3.0, L0=3.5)
 ACC_NOISE = 0.01
 
 
-def synthetic_points(seed: int = 0, budgets=np.geomspace(1e17, 1e21, 5)):
+BUDGETS = np.geomspace(1e17, 1e21, 5)
+
+
+def synthetic_points(seed: int = 0):
     """IsoFLOP runs whose task loss follows STEP1 (log-normal noise 0.3%) and whose
     accuracy follows STEP2 of the true mean loss (plus item-sampling-like noise)."""
     rng = np.random.default_rng(seed)
-    pts = generate_points(isoflop_design(budgets, STEP1, 7, 1.5), STEP1, noise=0.003, rng=seed)
+    pts = generate_points(isoflop_design(BUDGETS, STEP1, 7, 1.5), STEP1, noise=0.003, rng=seed)
     mean_loss = STEP1.predict(pts["params"], pts["tokens"])
     acc = STEP2.predict(mean_loss) + ACC_NOISE * rng.standard_normal(len(pts))
     return pts.assign(**{"task/t/accuracy": np.clip(acc, 0, 1), "task/t/chance": 0.25})

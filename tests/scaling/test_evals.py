@@ -18,8 +18,9 @@ from scaling import corpus as corpus_lib
 from scaling import mesh as mesh_lib
 from scaling import runs
 from scaling.config import DataConfig, OptimConfig, RunConfig
+from scaling.data import eval_batches, load_tokens
 from scaling.errors import UserError
-from scaling.evals import ExtraEvals, make_encoder
+from scaling.evals import ExtraEvals, check_data_inputs, make_encoder
 from scaling.shapes import ModelConfig
 from scaling.stdlib_task import TASK_FILE, build_next_line_task
 from scaling.tasks import TaskItem, read_task, task_metrics, task_rows, write_task
@@ -226,8 +227,6 @@ def test_eval_set_outside_the_vocabulary_is_refused(tmp_path, cache):
     paths = _inputs(tmp_path / "in")
     cfg = tiny_config(data=DataConfig(source=tiny_config().data.source, eval_tokens=512,
                                       eval_sets={"prose": paths["prose"]}))
-    from scaling.data import load_tokens
-
     token_data = load_tokens(cfg.data, seq_len=32)
     with pytest.raises(UserError, match=r"data.eval_sets.prose: token id .*\(model.vocab_size 32\)"):
         ExtraEvals.load(cfg.data, token_data, seq_len=32, batch_size=8, vocab_size=32)
@@ -278,3 +277,53 @@ def test_an_untrained_model_guesses_the_shipped_task():
     # Near-uniform logits: no choice is preferred; 0.066 is 3 standard errors of 400 guesses.
     assert got["chance"] == 0.25 and abs(got["accuracy"] - 0.25) < 0.066, got
     assert got["loss"] == pytest.approx(np.log(256), abs=0.05)
+
+
+def _write_parquet(path: Path, texts: list[str]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": texts}), path)
+    return path
+
+
+def test_parquet_and_token_eval_sets(tmp_path, cache):
+    """Eval sets from any data.source scheme: a Parquet corpus that is the training one
+    scores exactly the main eval's validation stream; another Parquet file and a token file
+    are scored whole, as their own bytes / ids."""
+    rows = [f"row {i}: " + "lorem ipsum dolor sit amet " * (1 + i % 5) for i in range(300)]
+    train_pq = _write_parquet(tmp_path / "train.parquet", rows)
+    other = ["def g(x):\n    return x + 1\n", "print('hello')\n"] * 40
+    other_pq = _write_parquet(tmp_path / "other.parquet", other)
+    ids = (np.arange(700) * 7 % 256).astype(np.uint16)
+    np.save(tmp_path / "ids.npy", ids)
+    data = DataConfig(source=f"parquet:{train_pq}", text_column="body", eval_tokens=256,
+                      eval_sets={"own": f"parquet:{train_pq}", "other": f"parquet:{other_pq}",
+                                 "ids": f"tokens:{tmp_path / 'ids.npy'}"})
+    token_data = load_tokens(data, seq_len=16)
+    extra = ExtraEvals.load(data, token_data, seq_len=16, batch_size=4, vocab_size=256)
+    sets = {s.name: s for s in extra.eval_sets}
+    main = np.concatenate(eval_batches(token_data.valid, eval_tokens=256, batch_size=4,
+                                       seq_len=16))
+    np.testing.assert_array_equal(np.concatenate(sets["own"].batches), main)
+    assert sets["own"].split == "validation"
+    joined = b"".join(t.encode() + b"\0" for t in other)  # bytes, separator 0 after each row
+    expected = np.frombuffer(joined, np.uint8)[:257].astype(np.int64)
+    got = np.concatenate(sets["other"].batches)
+    np.testing.assert_array_equal(got[0], expected[:17])
+    assert sets["other"].split == "all"
+    assert sets["other"].bytes_per_token == pytest.approx(1.0)  # bytes tokenizer
+    np.testing.assert_array_equal(np.concatenate(sets["ids"].batches)[0], ids[:17])
+    assert sets["ids"].split == "all" and sets["ids"].bytes_per_token == 1.0
+
+
+def test_eval_set_source_errors_name_the_eval_set(tmp_path):
+    pq_path = _write_parquet(tmp_path / "x.parquet", ["a", "b"])
+    with pytest.raises(UserError, match=r"^data\.eval_sets\.x: data\.text_column: .* no column 'text'"):
+        check_data_inputs(DataConfig(eval_sets={"x": f"parquet:{pq_path}"}))
+    with pytest.raises(UserError, match=r"^data\.eval_sets\.x: unknown source 's3:b'"):
+        check_data_inputs(DataConfig(eval_sets={"x": "s3:b"}))
+    with pytest.raises(UserError, match=r"^data\.eval_sets\.x: .*nowhere: no such file"):
+        check_data_inputs(DataConfig(eval_sets={"x": f"tokens:{tmp_path / 'nowhere'}"}))
+    with pytest.raises(UserError, match=r"^data\.eval_sets\.x: a text source .* tokens: training"):
+        check_data_inputs(DataConfig(source=f"tokens:{tmp_path}", eval_sets={"x": "stdlib"}))
