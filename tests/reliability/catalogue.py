@@ -115,6 +115,8 @@ def parquet_bytes(**columns: list) -> bytes:
     return buf.getvalue()
 
 
+TASK_LINE = '{"context": "a", "choices": ["b", "c"], "answer": 0}\n'  # a good task item
+
 # 300 ids 0..299 as nanoGPT writes them (raw uint16): too many for a declared vocabulary of 32
 TOKEN_IDS_300 = b"".join(i.to_bytes(2, "little") for i in range(300))
 
@@ -249,6 +251,24 @@ CASES = [
         ("fit", "study.csv", "--drop-highest", "1000"),
         ("drop", "all 21 points"),
         "`--drop-highest` removing every point",
+    ),
+    Case(
+        "fit-metric-unknown",
+        ("fit", "study.csv", "--metric", "eval/nope/loss"),
+        ("--metric", "'eval/nope/loss'", "not a column", "loss-like metrics: loss"),
+        "`--metric` naming a metric the CSV does not have",
+    ),
+    Case(
+        "fit-metric-accuracy",
+        ("fit", "runs", "--metric", "task/t/accuracy"),
+        ("--metric", "accuracy-like", "scaling predict --task t"),
+        "`--metric` naming a saturating metric (accuracy)",
+    ),
+    Case(
+        "predict-task-no-fit",
+        ("predict", "--task", "t", "--fit", "study.csv", "--params", "1e9", "--tokens", "2e10"),
+        ("no saved fit of task 't'", "scaling fit study.csv --task t"),
+        "a task forecast before its task fit",
     ),
     Case(
         "recommend-budget-text",
@@ -433,6 +453,37 @@ CASES = [
         {
             "spec.toml": spec(
                 ('source = "synthetic:tokens=20000,vocab=32,seed=1"', 'source = "s3:bucket/corpus"')
+            )
+        },
+    ),
+    Case(
+        "spec-task-no-answer",
+        ("plan", "spec.toml"),
+        ("task.jsonl:2", "missing 'answer'"),
+        "a task file line without `answer`",
+        {
+            "spec.toml": spec(("eval_tokens = 256", 'eval_tokens = 256\ntasks = { t = "task.jsonl" }')),
+            "task.jsonl": TASK_LINE + '{"context": "a", "choices": ["b", "c"]}\n',
+        },
+    ),
+    Case(
+        "spec-task-answer-range",
+        ("plan", "spec.toml"),
+        ("task.jsonl:1", "'answer' 2 is out of range", "0..1"),
+        "a task answer index beyond its choices",
+        {
+            "spec.toml": spec(("eval_tokens = 256", 'eval_tokens = 256\ntasks = { t = "task.jsonl" }')),
+            "task.jsonl": '{"context": "a", "choices": ["b", "c"], "answer": 2}\n',
+        },
+    ),
+    Case(
+        "spec-eval-set-missing",
+        ("plan", "spec.toml"),
+        ("data.eval_sets.prose", "no_such.txt", "no such file"),
+        "an eval set whose source does not exist",
+        {
+            "spec.toml": spec(
+                ("eval_tokens = 256", 'eval_tokens = 256\neval_sets = { prose = "text:no_such.txt" }')
             )
         },
     ),
