@@ -114,3 +114,8 @@ def test_fit_task_needs_the_tasks_columns(csv, capsys):
     code, out, err = cli(capsys, "fit", csv, "--task", "u")
     assert code == 2
     assert "task/u/loss" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_task_refuses_options_it_does_not_use(csv, capsys):
+    code, out, err = cli(capsys, "fit", csv, "--task", "t", "--rollout")
+    assert code == 2 and "--rollout does not apply" in err

@@ -85,6 +85,13 @@ def run_task(args: argparse.Namespace) -> int:
     if args.metric != "loss":
         raise UserError("--task: fits its own metrics (task/NAME/loss, task/NAME/accuracy); "
                         "leave out --metric")
+    unused = [flag for flag, given in (("--approach", args.approach != "all"),
+                                       ("--holdout", args.holdout), ("--rollout", args.rollout),
+                                       ("--fix-E", args.fix_E is not None),
+                                       ("--drop-highest", args.drop_highest)) if given]
+    if unused:
+        raise UserError(f"--task: step 1 is Approach 3 on the task's loss; {unused[0]} does "
+                        "not apply (use `scaling fit --metric task/NAME/loss` for it)")
     enable_compile_cache()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FitWarning)
