@@ -119,3 +119,19 @@ def test_fit_task_needs_the_tasks_columns(csv, capsys):
 def test_fit_task_refuses_options_it_does_not_use(csv, capsys):
     code, out, err = cli(capsys, "fit", csv, "--task", "t", "--rollout")
     assert code == 2 and "--rollout does not apply" in err
+
+
+def test_metric_rows_without_it_are_counted_and_bad_values_refused(tmp_path):
+    from analysis.load import load_points
+    from scaling.errors import UserError
+
+    path = tmp_path / "m.csv"
+    path.write_text("params,tokens,loss,eval/x/loss,task/t/accuracy\n"
+                    "1e6,2e7,3.0,3.5,0.3\n2e6,4e7,2.8,,0.4\n4e6,8e7,2.6,3.1,0.5\n")
+    points, info = load_points(path, metric="eval/x/loss")
+    assert points["loss"].tolist() == [3.5, 3.1] and info.excluded == {"no_metric": 1}
+    path.write_text("params,tokens,loss,eval/x/loss\n1e6,2e7,3.0,3.5\n2e6,4e7,2.8,-1\n")
+    with pytest.raises(UserError, match=r"--metric: 'eval/x/loss' must be positive .* row2"):
+        load_points(path, metric="eval/x/loss")
+    with pytest.raises(UserError, match=r"loss-like metrics: eval/x/loss, loss\)"):
+        load_points(path, metric="eval/y/loss")
