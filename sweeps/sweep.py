@@ -76,6 +76,8 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
+            if runs.read_config_json(run_dir).get("label") != spec.label:  # scaling compare
+                runs.update_config_fields(run_dir, label=spec.label)
             tracking = spec.tracking.for_run(spec.name)
             if runs.read_config_json(run_dir).get("tracking") != tracking:
                 runs.update_config_fields(run_dir, tracking=tracking)
