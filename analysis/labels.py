@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.approach3 import Approach3Result, ParametricLaw
+from analysis.approach3 import LAW_KEYS, Approach3Result, ParametricLaw
+from analysis.bootstrap import bootstrap
 from analysis.compare import Contender, fit_throughput
 from analysis.fitdoc import FitDocument, write_fit
-from analysis.fits import fit_points
+from analysis.fits import fit_all, fit_points
 from analysis.forecast import forecast_blocks
 from analysis.joint import JointFit, check_mode, fit_joint
 from analysis.load import load_points
@@ -151,26 +152,31 @@ def contenders(srcs: list[str | Path], *, label_column: str | None = None,
     on its points, its swept budgets and measured throughput. Named by its label, else by
     the source (a runs dir's name or a CSV's stem). Each is resampled with its own seed
     (seed + its position), so the two sides of a pair are independent bootstraps."""
-    out: list[Contender] = []
+    ladders = []
     for src in srcs:
-        points, info = load_points(src, label_column=label_column)
-        for label, pts in split_labels(points).items():
-            name = label or Path(src).stem
-            try:
-                doc = fit_points(pts, info, approaches="3", n_bootstrap=n_bootstrap,
-                                 seed=seed + len(out), level=level)
-            except UserError as e:
-                raise UserError(f"label {name!r}: {e}") from None
-            law = doc.result("approach3")
-            laws = doc.sample_laws("approach3") if n_bootstrap else None
-            budgets = pts["budget"].to_numpy(float)
-            out.append(Contender(
-                name=name, law=ParametricLaw(*(getattr(law, k) for k in ("A", "B", "E", "alpha",
-                                                                          "beta"))),
-                samples=laws[0] if laws else None,
-                budgets=tuple(float(b) for b in np.unique(budgets[np.isfinite(budgets)])),
-                throughput=fit_throughput(pts["params"], _rates(pts)),
-                source=str(src), n_points=len(pts)))
+        points, _ = load_points(src, label_column=label_column)
+        ladders += [(label or Path(src).stem, pts, src)
+                    for label, pts in split_labels(points).items()]
+    if len(ladders) < 2:  # before any fit: a wrong invocation fails at once
+        raise UserError(f"SRC: expected at least 2 ladders to compare (two sources, or one "
+                        f"with 2+ labels), got {len(ladders)}")
+    out: list[Contender] = []
+    for name, pts, src in ladders:
+        try:  # Approach 3 alone: no VPNLS check, no forecast blocks
+            results = fit_all(pts, None, "3", vpnls=False)
+            law = FitDocument(approaches=results).result("approach3")
+            boots = (bootstrap(pts, results, n=n_bootstrap, seed=seed + len(out), level=level)
+                     if n_bootstrap else {})
+        except UserError as e:
+            raise UserError(f"label {name!r}: {e}") from None
+        laws = FitDocument(approaches=results, bootstrap=boots).sample_laws("approach3")
+        budgets = pts["budget"].to_numpy(float)
+        out.append(Contender(
+            name=name, law=ParametricLaw(*(getattr(law, k) for k in LAW_KEYS)),
+            samples=laws[0] if laws else None,
+            budgets=tuple(float(b) for b in np.unique(budgets[np.isfinite(budgets)])),
+            throughput=fit_throughput(pts["params"], _rates(pts)),
+            source=str(src), n_points=len(pts)))
     return out
 
 

@@ -59,9 +59,6 @@ def run(args: argparse.Namespace) -> int:
     enable_compile_cache()
     sides = contenders(args.src, label_column=args.label_column, n_bootstrap=args.bootstrap,
                        seed=args.seed, level=level)
-    if len(sides) < 2:
-        raise UserError(f"SRC: expected at least 2 ladders to compare (two sources, or one with "
-                        f"2+ labels), got {len(sides)}")
     pairs = compare_all(sides, target_flops=target, level=level, crossover_range=cross)
     report = write_compare_report(args.report, pairs, sides) if args.report else None
     if args.json:
