@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize_scalar
 
-from analysis.approach3 import Approach3Result, ParametricLaw
+from analysis.approach3 import Approach3Result, ParametricLaw, fit_approach3
 from analysis.compare import (
     Contender,
     compare_all,
@@ -126,13 +126,14 @@ def test_joint_fit_recovers_a_shared_E():
     b = ParametricLaw(A=250.0, B=900.0, E=1.8, alpha=0.30, beta=0.26)
     pa, pb = _ladder(a, "a", 0.002, 3), _ladder(b, "b", 0.002, 4)
     groups = {k: (p["params"], p["tokens"], p["loss"]) for k, p in (("a", pa), ("b", pb))}
-    joint = fit_joint(groups, "shared-E")
+    independent = {k: fit_approach3(*g) for k, g in groups.items()}  # shared by both fits
+    joint = fit_joint(groups, "shared-E", independent=independent)
     assert joint.laws["a"].E == joint.laws["b"].E == joint.shared["E"]
     assert joint.shared["E"] == pytest.approx(1.8, rel=0.02)
     # Sharing is a constraint: it can only cost objective, never gain.
     assert joint.objective >= joint.independent_objective * (1 - 1e-6)
     assert joint.laws["b"].alpha == pytest.approx(0.30, rel=0.1)
-    shared = fit_joint(groups, "shared-exponents")
+    shared = fit_joint(groups, "shared-exponents", independent=independent)
     assert shared.laws["a"].alpha == shared.laws["b"].alpha
     assert shared.objective >= joint.objective * (1 - 1e-6)  # fewer free parameters still
     assert set(shared.to_dict()["labels"]) == {"a", "b"}
