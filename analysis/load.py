@@ -25,7 +25,14 @@ import pandas as pd
 from scaling.errors import UserError
 from scaling.evals import METRIC_PREFIXES, extra_metrics
 from scaling.fileio import read_jsonl
-from scaling.runs import METRICS_FILE, RunRecord, RunResult, iter_runs, read_result
+from scaling.runs import (
+    METRICS_FILE,
+    RunRecord,
+    RunResult,
+    iter_runs,
+    read_config_json,
+    read_result,
+)
 
 POINT_COLUMNS = ["run", "params", "params_non_embedding", "tokens", "flops", "budget", "loss"]
 LEVEL_BANDWIDTH_DEX = 0.02
@@ -57,12 +64,15 @@ EPOCH_COLUMNS = {"Model Size": "params", "Training FLOP": "flops"}
 
 
 def load_points(src: str | Path, drop_highest: int = 0, *, convention: str | None = None,
-                min_points: int = 1, metric: str | None = None) -> tuple[pd.DataFrame, LoadInfo]:
+                min_points: int = 1, metric: str | None = None,
+                label_column: str | None = None) -> tuple[pd.DataFrame, LoadInfo]:
     """Points DataFrame (columns POINT_COLUMNS plus any other CSV columns) and LoadInfo.
 
     drop_highest: remove the k highest-loss points (Epoch drop 5 from Chinchilla's data).
     convention: for a runs dir, which FLOP convention fills `flops` (default: each run's own).
     metric: fit this loss-like metric instead of the held-out loss (`select_metric`).
+    label_column: the CSV column whose values label the points (copied to `label`; a CSV's
+    own `label` column is used without it; a runs dir's labels come from its specs).
     """
     path = Path(src)
     if not path.exists():
@@ -73,6 +83,12 @@ def load_points(src: str | Path, drop_highest: int = 0, *, convention: str | Non
         df, info = _load_csv(path)
     if metric is not None and metric != "loss":
         df = select_metric(df, metric, info)
+    if label_column is not None:
+        if label_column not in df.columns:
+            raise UserError(f"--label-column: no column {label_column!r} in {src}")
+        df["label"] = df[label_column]
+    if "label" in df.columns:
+        df["label"] = [None if pd.isna(x) else str(x) for x in df["label"]]
     if drop_highest < 0:
         raise UserError(f"drop_highest: expected >= 0, got {drop_highest}")
     if drop_highest:
@@ -215,6 +231,7 @@ def _point(run: RunRecord, convention: str | None) -> dict:
             "tokens": result.n_tokens or run.n_tokens, "flops": flops,
             "budget": result.budget or run.budget, "loss": float(result.eval_loss),
             "sweep": run.sweep, "eval_bpb": result.eval_bpb, "run_dir": str(run.run_dir),
+            "label": read_config_json(run.run_dir).get("label"),  # the spec's `label`
             **extra_metrics(read_result(run.run_dir) or {})}  # eval/<set>/*, task/<task>/*
 
 
@@ -246,7 +263,8 @@ def _load_runs(runs_dir: Path, convention: str | None) -> tuple[pd.DataFrame, Lo
     info = LoadInfo(source=str(runs_dir), kind="runs", excluded=excluded, convention=conv,
                     budgets_inferred=inferred)
     extra = sorted(c for c in df.columns if c.startswith(METRIC_PREFIXES))
-    return df[POINT_COLUMNS + ["sweep", "eval_bpb", "run_dir"] + extra], info
+    labelled = ["label"] if df["label"].notna().any() else []
+    return df[POINT_COLUMNS + ["sweep", "eval_bpb", "run_dir"] + labelled + extra], info
 
 
 def load_curves(runs_dir: str | Path, *, include_unfinished: bool = False) -> pd.DataFrame:

@@ -24,6 +24,7 @@ COMMANDS = {
     "fit": "fit Chinchilla's approaches 1, 2, 3 to a runs directory or a CSV",
     "recommend": "optimal parameters, tokens, shape and predicted loss for a budget",
     "predict": "predicted loss at (N, D) from a saved fit, with confidence and prediction intervals",
+    "compare": "effective compute multiplier between ladders, with intervals and crossover",
     "check-forecast": "score a saved forecast (recommend --json) against a finished run",
     "report": "figures and a Markdown/HTML report for a runs directory or CSV",
     "demo": "run the demo study end to end on the embedded stdlib corpus",

@@ -10,6 +10,8 @@ back to a default), and every error is one line naming the file and the field::
 Example (every table optional except ``budgets``)::
 
     name = "demo"
+    # label = "dclm"             # what this ladder varies (data set, architecture, optimiser):
+                                 # recorded in every run; `scaling fit`/`compare` group by it
     convention = "6N"            # 6N | kaplan | chinchilla | deepseek
     seeds = [0]
 
@@ -258,11 +260,14 @@ class SweepSpec:
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     tune: TuneSpec | None = None
+    label: str | None = None  # names this ladder for per-label fits and `scaling compare`
     path: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("path")
+        if d["label"] is None:
+            d.pop("label")
         if d["tune"] is None:  # specs without a [tune] block keep their digest
             d.pop("tune")
         d["optim"]["overrides"] = dict(self.optim.overrides)
@@ -278,6 +283,7 @@ class SweepSpec:
             if d["data"][key] == default:  # keys added later: older specs keep their hash
                 d["data"].pop(key)
         d.pop("tracking")  # watching the curves elsewhere does not change them
+        d.pop("label", None)  # naming the ladder does not change what it trains
         return spec_hash(d)
 
     @property
@@ -452,6 +458,11 @@ def parse_spec(d: dict) -> SweepSpec:
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"name: expected letters, digits, '-', '_' or '.' (not starting with "
                         f"'.'), got {name!r}")
+    label = top.get("label")
+    if label is not None and not (isinstance(label, str) and re.fullmatch(NAME_PATTERN, label)
+                                  and label != "labels"):
+        raise UserError(f"label: expected letters, digits, '-', '_' or '.' (not starting with "
+                        f"'.'; not 'labels'), got {label!r}")
     convention = top.str("convention", "6N", CONVENTIONS)
     seeds = _seeds(top)
     if not top.has("budgets"):
@@ -462,7 +473,8 @@ def parse_spec(d: dict) -> SweepSpec:
     tables["tune"] = _tune(top.table("tune")) if top.has("tune") else None
     top.used.add("tune")
     top.done()
-    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds, **tables)
+    spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds,
+                     label=label, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
     return spec
 
@@ -764,6 +776,7 @@ def json_schema() -> dict:
     props: dict = {}
     top = _Fields({}, "", props)
     props["name"] = {"type": "string", "pattern": f"^{NAME_PATTERN}$"}
+    props["label"] = {"type": "string", "pattern": f"^{NAME_PATTERN}$", "not": {"const": "labels"}}
     top.str("convention", "6N", CONVENTIONS)
     top.int("seed", None, lo=0)
     props["seeds"] = {"type": "array", "items": {"type": "integer", "minimum": 0},

@@ -76,9 +76,12 @@ def prepare(spec: SweepSpec, runs_dir: str | os.PathLike, *, force: bool = False
                        else {"keep_steps": list(r.keep_steps)})
                 if runs.read_config_json(run_dir).get("wsd") != wsd:
                     runs.update_config_fields(run_dir, wsd=wsd)
-            tracking = spec.tracking.for_run(spec.name)
-            if runs.read_config_json(run_dir).get("tracking") != tracking:
-                runs.update_config_fields(run_dir, tracking=tracking)
+            # label: the ladder's name for per-label fits and `scaling compare`
+            derived = {"tracking": spec.tracking.for_run(spec.name), "label": spec.label}
+            config = runs.read_config_json(run_dir)
+            changed = {k: v for k, v in derived.items() if config.get(k) != v}
+            if changed:
+                runs.update_config_fields(run_dir, **changed)
         except PermissionError as e:
             raise UserError(f"{runs_dir}: cannot write ({e.strerror})") from None
         except OSError as e:

@@ -22,6 +22,8 @@ from analysis.downstream import default_task_fit_path, fit_task_source, write_ta
 from analysis.fitdoc import FitDocument, default_fit_path, write_fit
 from analysis.fits import FitWarning
 from analysis.forecast import fit_source_with_forecast
+from analysis.joint import JOINT_MODES, JointFit
+from analysis.labels import fit_labels, write_labelled
 from analysis.report import fmt_num
 from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
@@ -60,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from N, D; accuracy from task loss) for `scaling predict --task`;"
                              f" writes fit.downstream.NAME.json ({DEFAULT_TASK_BOOTSTRAP} "
                              "resamples unless --bootstrap)")
+    parser.add_argument("--label-column", default=None, metavar="NAME",
+                        help="CSV column labelling the points (default: `label` if any); "
+                             "2+ labels: one fit per label, fit.<label>.json + fit.labels.json")
+    parser.add_argument("--joint", default=None, choices=list(JOINT_MODES),
+                        help="labelled data: also fit all labels at once sharing E "
+                             "(shared-E) or E, alpha and beta (shared-exponents)")
     parser.add_argument("--json", action="store_true", help="print the fit.json object")
     parser.add_argument("-o", "--output", default=None, metavar="FIT.json",
                         help="where to write fit.json")
@@ -110,6 +118,8 @@ def run_task(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.task is not None:
         return run_task(args)
+    if run_labelled(args):
+        return 0
     doc, out = fit_and_write(args.src, args.output, approaches=args.approach,
                              drop_highest=args.drop_highest, convention=args.convention,
                              n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
@@ -122,6 +132,50 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(doc))
         print(f"wrote {out}")
     return 0
+
+
+def run_labelled(args: argparse.Namespace) -> bool:
+    """Per-label (and joint) fits when SRC has 2+ labels or --joint is given; False when
+    SRC is not labelled (the plain fit runs)."""
+    enable_compile_cache()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        fitted = fit_labels(args.src, label_column=args.label_column, joint=args.joint,
+                            approaches=args.approach, drop_highest=args.drop_highest,
+                            convention=args.convention, n_bootstrap=args.bootstrap,
+                            level=args.level, seed=args.seed, params_kind=args.params,
+                            holdout=args.holdout, exclude=args.exclude, fix_E=args.fix_E,
+                            rollout=args.rollout, metric=args.metric)
+    if fitted is None:
+        return False
+    for w in caught:
+        if issubclass(w.category, FitWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    index = write_labelled(fitted, args.output or default_fit_path(args.src, args.metric))
+    if args.json:
+        print(to_json({"labels": {k: d.to_dict() for k, d in fitted.docs.items()},
+                       "joint": None if fitted.joint is None else fitted.joint.to_dict()}))
+        return True
+    for label, doc in fitted.docs.items():
+        print(f"== label {label}")
+        print(format_table(doc))
+    if fitted.joint is not None:
+        print(format_joint(fitted.joint))
+    print(f"wrote {index} (and fit.<label>.json beside it)")
+    return True
+
+
+def format_joint(joint: JointFit) -> str:
+    """Each label's law under the shared parameters, and what sharing cost."""
+    lines = [f"== joint fit ({joint.mode}): "
+             + ", ".join(f"{k} = {fmt_num(v)}" for k, v in joint.shared.items()),
+             "  label        E        A          B          alpha    beta"]
+    for label, law in joint.laws.items():
+        lines.append(f"  {label:<12} {fmt_num(law.E):<8} {fmt_num(law.A):<10} "
+                     f"{fmt_num(law.B):<10} {fmt_num(law.alpha):<8} {fmt_num(law.beta)}")
+    lines.append(f"  Huber objective {fmt_num(joint.objective)} (labels fitted apart: "
+                 f"{fmt_num(joint.independent_objective)})")
+    return "\n".join(lines)
 
 
 _ROWS = [("a", "a  (N* ~ C^a)"), ("b", "b  (D* ~ C^b)"), ("k_params", "k_params"),
