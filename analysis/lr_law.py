@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from scaling.errors import UserError
+from scaling.fileio import read_json_object
+
 LAW_FORMAT = 2  # 2 added the batch terms; a format-1 file reads as an lr-only law
 MIN_SPREAD = 0.1  # log units (~10%): less variation than this does not identify an exponent
 
@@ -46,6 +49,7 @@ class CellOptimum:
     batch_tokens: float | None = None  # tokens per optimiser step of the cell's runs
     loss_opt: float | None = None  # the parabola's value at lr_opt
     flops: float | None = None  # the cell's FLOPs: sub-cells of one batch-tuned cell share it
+    coeffs: tuple[float, float, float] | None = None  # loss = polyval(coeffs, ln lr) (figures)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class BatchOptimum:
     batch_opt: float | None  # tokens per step; None unless bracketed
     bracketed: bool
     message: str
+    coeffs: tuple[float, float, float] | None = None  # loss = polyval(coeffs, ln B) (figures)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class BatchLaw:
     coef_interval: tuple[float, float]
     exp_interval: tuple[float, float]
     cells: tuple[BatchOptimum, ...]
+    samples: tuple[tuple[float, float], ...] = ()  # bootstrap (ln coef, exp), for bands
 
     def batch_tokens(self, flops: float) -> float:
         return float(self.coef * flops ** self.exp)
@@ -95,6 +101,8 @@ class LrLaw:
     b_exp: float = 0.0
     b_exp_interval: tuple[float, float] = (0.0, 0.0)
     batch: BatchLaw | None = None
+    samples: tuple[tuple[float, float, float, float], ...] = ()
+    """bootstrap (ln coef, n_exp, d_exp, b_exp), for bands (empty in format-1 files)."""
 
     def lr(self, n_params: float, n_tokens: float, batch_tokens: float | None = None) -> float:
         raw = self.coef * n_params ** self.n_exp * n_tokens ** self.d_exp
@@ -135,7 +143,20 @@ def _record(cls, d: dict, tuples: tuple[str, ...]):
     unknown = sorted(set(d) - known)
     if unknown:
         raise KeyError(unknown[0])
-    return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+    out = {k: tuple(v) if k in tuples + ("coeffs",) and v is not None else v
+           for k, v in d.items()}
+    if "samples" in out:
+        out["samples"] = tuple(tuple(float(x) for x in row) for row in out["samples"])
+    return cls(**out)
+
+
+def read_law(path, where: str = "lr law"):
+    """The law saved at `path` (sweeps.tune writes it); one-line UserError when it is not."""
+    try:
+        return LrLaw.from_dict(read_json_object(path))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: {path}: not an lr law saved by a [tune] block "
+                        f"({type(e).__name__}: {e})") from None
 
 
 def _vertex(x: np.ndarray, y: np.ndarray) -> tuple[float | None, np.ndarray]:
@@ -177,6 +198,8 @@ def fit_cell(n_params: float, n_tokens: float, lrs, losses, *, batch_tokens: flo
         return CellOptimum(**keep, lr_opt=None, bracketed=False,
                            message=f"{where}: {int(finite.sum())} finite losses (need >= 3)")
     x, y = np.log(lrs[finite]), losses[finite]
+    coeffs = tuple(float(v) for v in _vertex(x, y)[1])
+    keep["coeffs"] = coeffs
     vertex, short = _bracketed_vertex(x, y, diverged_above=not finite[-1])
     if vertex is None:
         message = {"down": f"lowest loss at the smallest lr {lrs[finite][0]:.3g}; extend the "
@@ -186,7 +209,6 @@ def fit_cell(n_params: float, n_tokens: float, lrs, losses, *, batch_tokens: flo
                    "convex": "loss against log lr is not convex around its minimum; use a "
                              "finer grid"}[short]
         return CellOptimum(**keep, lr_opt=None, bracketed=False, message=f"{where}: {message}")
-    _, coeffs = _vertex(x, y)
     return CellOptimum(**keep, lr_opt=float(math.exp(vertex)), bracketed=True, message="",
                        loss_opt=float(np.polyval(coeffs, vertex)))
 
@@ -202,14 +224,17 @@ def fit_batch_cell(cells: list[CellOptimum]) -> BatchOptimum:
                    for c in cells)
     where = f"cell N={n_params:.3g}, C={flops:.3g}"
 
+    coeffs = None
+
     def refuse(message: str) -> BatchOptimum:
         return BatchOptimum(n_params, flops, batches, losses, batch_opt=None, bracketed=False,
-                            message=f"{where}: {message}")
+                            message=f"{where}: {message}", coeffs=coeffs)
 
     ok = np.isfinite(losses)
     if ok.sum() < 3:
         return refuse(f"{int(ok.sum())} batch sizes with a bracketed lr (need >= 3)")
     x, y = np.log(np.asarray(batches)[ok]), np.asarray(losses)[ok]
+    coeffs = tuple(float(v) for v in _vertex(x, y)[1])
     vertex, short = _bracketed_vertex(x, y)
     if vertex is None:
         b = np.asarray(batches)[ok]
@@ -220,7 +245,7 @@ def fit_batch_cell(cells: list[CellOptimum]) -> BatchOptimum:
                        "convex": "best loss against log batch is not convex around its "
                                  "minimum; use a finer batch grid"}[short])
     return BatchOptimum(n_params, flops, batches, losses, batch_opt=float(math.exp(vertex)),
-                        bracketed=True, message="")
+                        bracketed=True, message="", coeffs=coeffs)
 
 
 def _regressors(columns: list[np.ndarray]) -> list[int]:
@@ -328,7 +353,8 @@ def fit_lr_law(cells: list[CellOptimum], *, name: str, base_recipe: str, n_boot:
         bs = np.asarray(batch_fits) if batch_fits else np.asarray([batch_point])
         batch = BatchLaw(coef=math.exp(batch_point[0]), exp=batch_point[1],
                          coef_interval=_interval(bs[:, 0], level, math.exp),
-                         exp_interval=_interval(bs[:, 1], level), cells=tuple(batch_cells))
+                         exp_interval=_interval(bs[:, 1], level), cells=tuple(batch_cells),
+                         samples=tuple((float(a), float(b)) for a, b in bs[:, :2]))
     return LrLaw(name=name, coef=math.exp(point[0]), n_exp=point[1], d_exp=point[2],
                  coef_interval=_interval(samples[:, 0], level, math.exp),
                  n_exp_interval=_interval(samples[:, 1], level),
@@ -336,7 +362,10 @@ def fit_lr_law(cells: list[CellOptimum], *, name: str, base_recipe: str, n_boot:
                  cells=tuple(cells), base_recipe=base_recipe,
                  b_exp=point[3] if tuned_batch else 0.0,
                  b_exp_interval=_interval(samples[:, 3], level) if tuned_batch else (0.0, 0.0),
-                 batch=batch)
+                 batch=batch,
+                 samples=tuple(tuple(float(v) for v in row[:3]) + (float(row[3]) if tuned_batch
+                                                                    else 0.0,)
+                               for row in samples))
 
 
 def batch_cells_of_cells(cells) -> tuple[BatchOptimum, ...]:
@@ -356,4 +385,4 @@ def batch_cells_of(law: LrLaw) -> tuple[BatchOptimum, ...]:
 
 
 __all__ = ["BatchLaw", "BatchOptimum", "CellOptimum", "LrLaw", "batch_cells_of",
-           "batch_cells_of_cells", "fit_batch_cell", "fit_cell", "fit_lr_law"]
+           "batch_cells_of_cells", "fit_batch_cell", "fit_cell", "fit_lr_law", "read_law"]

@@ -60,9 +60,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from analysis import lr_law
 from analysis.lr_law import LrLaw
 from scaling.errors import UserError
-from scaling.fileio import read_json_object
 
 
 @dataclass(frozen=True)
@@ -224,11 +224,7 @@ def law_path(sweep: str, runs_dir=None) -> Path:
 
 def read_law(path: Path, where: str = "optim.recipe") -> LrLaw:
     """The law saved at `path`; a file that is not one is a one-line UserError."""
-    try:
-        return LrLaw.from_dict(read_json_object(path))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"{where}: {path}: not an lr law saved by a [tune] block "
-                        f"({type(e).__name__}: {e})") from None
+    return lr_law.read_law(path, where)
 
 
 def fitted_recipe(sweep: str, where: str = "optim.recipe", runs_dir=None) -> FittedRecipe:
