@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class CellOptimum:
     batch_tokens: float | None = None  # tokens per optimiser step of the cell's runs
     loss_opt: float | None = None  # the parabola's value at lr_opt
     flops: float | None = None  # the cell's FLOPs: sub-cells of one batch-tuned cell share it
-    coeffs: tuple[float, float, float] | None = None  # loss = polyval(coeffs, ln lr) (figures)
+    coeffs: tuple[float, ...] | None = None  # loss = polyval(coeffs, ln lr) (figures)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class BatchOptimum:
     batch_opt: float | None  # tokens per step; None unless bracketed
     bracketed: bool
     message: str
-    coeffs: tuple[float, float, float] | None = None  # loss = polyval(coeffs, ln B) (figures)
+    coeffs: tuple[float, ...] | None = None  # loss = polyval(coeffs, ln B) (figures)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class BatchLaw:
     coef_interval: tuple[float, float]
     exp_interval: tuple[float, float]
     cells: tuple[BatchOptimum, ...]
-    samples: tuple[tuple[float, float], ...] = ()  # bootstrap (ln coef, exp), for bands
+    samples: tuple[tuple[float, ...], ...] = ()  # bootstrap (ln coef, exp), for bands
 
     def batch_tokens(self, flops: float) -> float:
         return float(self.coef * flops ** self.exp)
@@ -101,7 +102,7 @@ class LrLaw:
     b_exp: float = 0.0
     b_exp_interval: tuple[float, float] = (0.0, 0.0)
     batch: BatchLaw | None = None
-    samples: tuple[tuple[float, float, float, float], ...] = ()
+    samples: tuple[tuple[float, ...], ...] = ()
     """bootstrap (ln coef, n_exp, d_exp, b_exp), for bands (empty in format-1 files)."""
 
     def lr(self, n_params: float, n_tokens: float, batch_tokens: float | None = None) -> float:
@@ -192,7 +193,7 @@ def fit_cell(n_params: float, n_tokens: float, lrs, losses, *, batch_tokens: flo
     where = f"cell N={n_params:.3g}, D={n_tokens:.3g}"
     if batch_tokens is not None:
         where += f", batch {batch_tokens:.4g} tokens"
-    keep = dict(n_params=n_params, n_tokens=n_tokens, lrs=tuple(float(v) for v in lrs),
+    keep: dict[str, Any] = dict(n_params=n_params, n_tokens=n_tokens, lrs=tuple(float(v) for v in lrs),
                 losses=tuple(float(v) for v in losses), batch_tokens=batch_tokens, flops=flops)
     if finite.sum() < 3:
         return CellOptimum(**keep, lr_opt=None, bracketed=False,
@@ -307,7 +308,8 @@ def fit_lr_law(cells: list[CellOptimum], *, name: str, base_recipe: str, n_boot:
     point = _law(columns, kept, np.log([float(c.lr_opt or 0.0) for c in good]))
 
     batch_cells = list(batch_cells_of_cells(cells)) if tuned_batch else []
-    trusted = {(b.n_params, b.flops): b for b in batch_cells if b.bracketed}
+    trusted: dict[tuple, BatchOptimum] = {(b.n_params, b.flops): b for b in batch_cells
+                                          if b.bracketed}
     # the bracketed batch cells' sub-cells, as indices into `good`, for the bootstrap
     groups = [g for g in _batch_groups(good) if (good[g[0]].n_params, good[g[0]].flops) in trusted]
     log_flops = [np.log([float(good[g[0]].flops or 1.0) for g in groups])]

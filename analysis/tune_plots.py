@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -100,6 +101,7 @@ def tuning_curves_figure(law: LrLaw) -> Figure:
     for ax, group in zip(axes, groups, strict=False):
         batches = sorted({c.batch_tokens for c in group if c.batch_tokens is not None})
         for c in group:
+            color: Any
             if len(group) > 1 and c.batch_tokens is not None:
                 color = cmap(0.05 + 0.8 * batches.index(c.batch_tokens) / max(len(batches) - 1, 1))
                 label = f"B = {human_count(c.batch_tokens)} tokens"
