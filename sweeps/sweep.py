@@ -126,6 +126,8 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
+    if spec.tune is not None and spec.optim.recipe != f"fitted:{spec.name}":
+        plan_sweep(spec, runs_dir=runs_dir)  # a grid that cannot be planned fails before tuning
     if spec.tune is not None:  # the lr law first: optim.recipe "fitted:<name>" may need it
         law = run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd,
                        on_update=on_update, on_plan=on_plan, force=force)

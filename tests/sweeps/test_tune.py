@@ -237,3 +237,10 @@ def test_tune_spec_errors():
     plain = parse_spec(tomllib.loads(TUNE_SPEC))
     assert parse_spec(tomllib.loads(TUNE_SPEC + "batch_sizes = []\n")).digest() == plain.digest()
     assert parse_spec(tomllib.loads(BATCH_TUNE_SPEC)).digest() != plain.digest()
+
+
+def test_a_grid_that_cannot_be_planned_fails_before_the_tuning_trains(tmp_path):
+    spec = parse_spec(tomllib.loads(TUNE_SPEC.replace("budgets = [3e10]", "budgets = [1e6]")))
+    with pytest.raises(UserError, match="budgets: "):
+        run_sweep(spec, tmp_path, workers=1, train_cmd=TRAINER)
+    assert not (tmp_path / "tuner-tune").exists()
