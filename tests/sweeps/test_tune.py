@@ -244,3 +244,25 @@ def test_a_grid_that_cannot_be_planned_fails_before_the_tuning_trains(tmp_path):
     with pytest.raises(UserError, match="budgets: "):
         run_sweep(spec, tmp_path, workers=1, train_cmd=TRAINER)
     assert not (tmp_path / "tuner-tune").exists()
+
+
+@pytest.mark.slow
+def test_one_spec_tunes_and_then_trains_its_grid_with_its_own_law(tmp_path):
+    own = (TUNE_SPEC.replace('recipe = "tiny-bytes"', 'recipe = "fitted:tuner"')
+           .replace("cells = [[3e3, 20], [3e4, 20], [1e4, 80]]", "cells = [[1e4, 20]]")
+           + 'recipe = "tiny-bytes"\n')
+    spec = parse_spec(tomllib.loads(own))
+    outcome = run_sweep(spec, tmp_path, workers=2, train_cmd=TRAINER)
+    law = hparams.read_law(hparams.law_path("tuner", tmp_path))
+    assert law.base_recipe == "tiny-bytes" and law.n_exp == 0.0  # one cell: a constant
+    assert law.lr(1, 1) == pytest.approx(true_lr(*_cell_size(law)), rel=0.01)
+    assert {r.recipe for r in outcome.plan.runs} == {"fitted:tuner"}
+    for d in outcome.run_dirs:
+        cfg = runs.read_config_json(d)
+        assert cfg["recipe"] == "fitted:tuner"
+        assert cfg["optim"]["lr"] == pytest.approx(min(law.coef, 3e-2), rel=1e-9)
+
+
+def _cell_size(law: LrLaw) -> tuple[float, float]:
+    (cell,) = law.cells
+    return cell.n_params, cell.n_tokens
