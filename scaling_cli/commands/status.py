@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     pct = f" ({100 * done / total:.1f}%)" if total else ""
     console.print(f"{states or 'no runs'}; FLOPs {done:.3g} of {total:.3g}{pct}")
     for entry in tune:
-        console.print(format_tune_progress(entry), markup=False, highlight=False)
+        console.print(format_tune_progress(entry), markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                      batch_exp=law.batch.exp if law.batch else None,
                      batch_exp_interval=list(law.batch.exp_interval) if law.batch else None)
         if not args.json:
-            view.console.print(format_law(law, path), markup=False, highlight=False)
+            view.console.print(format_law(law, path), markup=False, highlight=False, soft_wrap=True)
 
     try:
         outcome = run_sweep(spec, args.runs_dir, workers=workers, launcher=args.launcher,
