@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.lr_law import TUNE_SUFFIX
 from scaling.errors import UserError
 from scaling.evals import METRIC_PREFIXES, extra_metrics
 from scaling.fileio import read_jsonl
@@ -209,6 +210,8 @@ def _load_csv(path: Path) -> tuple[pd.DataFrame, LoadInfo]:
 
 def _excluded(run: RunRecord) -> str | None:
     """Why a run gives no point (None: it gives one)."""
+    if run.sweep.endswith(TUNE_SUFFIX):
+        return "tuning"  # a learning-rate sweep at one cell, not an IsoFLOP point
     if run.state in ("diverged", "failed", "unreadable"):
         return run.state
     if run.result is None or run.state != "done":

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis import artifacts, plots
+from analysis import artifacts, plots, tune_plots
 from analysis.approach2 import PowerLawResult
 from analysis.bootstrap import Holdout
 from analysis.fitdoc import FitDocument, default_fit_path, read_fit, write_fit
@@ -301,11 +301,26 @@ def _recommendation_section(doc: Document, fit: FitDocument, rec) -> None:
                     human_count(rec.shape_tokens)]])
 
 
+def _tune_section(doc: Document, law_path: Path, law) -> None:
+    doc.h(f"Learning-rate tuning: {law.name}")
+    doc.p(f"From the [tune] block's runs ({law_path}); recipe {law.name} (batch and warmup "
+          f"rules of {law.base_recipe}"
+          + (", batch from B*(C)" if law.batch is not None else "") + ") uses this law.")
+    doc.ul(tune_plots.law_lines(law))
+    doc.table(["N", "D", "batch (tokens)", "lr tried", "lr*", "loss at lr*", "bracketed"],
+              tune_plots.cell_rows(law))
+    bad = [c.message for c in law.cells if not c.bracketed]
+    if bad:
+        doc.p("Cells left out of the law (their optimum is not bracketed by the grid):")
+        doc.ul(bad)
+
+
 def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict | None = None,
                    figures: Sequence[tuple[Path, str, str]] = (),
-                   fit_warnings: Sequence[str] = ()) -> Document:
+                   fit_warnings: Sequence[str] = (), tune_laws: Sequence = ()) -> Document:
     """The report's content from already-loaded data, fit and recommendation. `excluded`
-    counts the runs left out by reason (default: the fit's own count)."""
+    counts the runs left out by reason (default: the fit's own count); `tune_laws` are
+    (path, analysis.lr_law.LrLaw) of the [tune] blocks that belong to the source."""
     doc = Document("Scaling-law report")
     col = "params"
     if fit.params_kind == "non_embedding" and "params_non_embedding" in points:
@@ -318,6 +333,8 @@ def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict
                                 dict(fit.excluded if excluded is None else excluded))
     _laws_section(doc, fit)
     _recommendation_section(doc, fit, rec)
+    for law_path, law in tune_laws:
+        _tune_section(doc, law_path, law)
     worst = worst_fit_rows(points, fit, col)
     if worst:
         doc.h("Runs the parametric law fits worst")
@@ -526,10 +543,12 @@ def build_report(src: str | Path, *, fit_path: str | Path | None = None,
     vocab, seq_len = artifacts.model_dims(src)
     rec = recommend(fit, budget, approach=approach,
                     vocab_size=vocab or DEFAULT_VOCAB_SIZE, seq_len=seq_len or DEFAULT_SEQ_LEN)
-    figures = _figures(out / "figures", src, points, fit, rec.budget)
+    tune_laws = tune_plots.find_tune_laws(src)
+    figures = (_figures(out / "figures", src, points, fit, rec.budget)
+               + tune_plots.tune_figures(out / "figures", tune_laws))
     excluded = (info.to_dict() if hasattr(info, "to_dict") else dict(info or {})).get("excluded")
     doc = build_document(points, fit, rec, source=str(src), excluded=excluded, figures=figures,
-                         fit_warnings=fit_warnings)
+                         fit_warnings=fit_warnings, tune_laws=tune_laws)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render_markdown(doc))
     atomic_write_text(html_path, render_html(doc))

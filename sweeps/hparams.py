@@ -19,9 +19,12 @@ produced its points. Two kinds of rule are provided:
 ``constant``
     Whatever lr and batch the spec states (overrides are required).
 ``fitted:<sweep>``
-    The lr law lr*(N, D) that spec `<sweep>`'s ``[tune]`` block fitted (sweeps.tune), found at
-    ``$SCALING_RUNS_DIR/<sweep>-tune/lr_law.json`` (default runs dir ``runs``); batch and
-    warmup as the recipe that tuning used.
+    The lr law lr*(N, D[, B]) that spec `<sweep>`'s ``[tune]`` block fitted (sweeps.tune), found at
+    ``<runs dir>/<sweep>-tune/lr_law.json`` (the runs dir: ``--runs-dir`` of ``scaling plan``
+    / ``scaling sweep``, else ``$SCALING_RUNS_DIR``, else ``runs``); warmup as the recipe
+    that tuning used, and the batch too unless the block tuned batch sizes: then the
+    fitted B*(C) tokens per step (rounded and clamped as every recipe's batch, with the
+    clamps widened to [1, 4096] sequences), and the lr at that batch.
 
 Warmup is a fraction of the run's own steps, clamped, so short and long runs of one sweep
 spend the same share of their horizon warming up.
@@ -57,9 +60,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from analysis import lr_law
 from analysis.lr_law import LrLaw
 from scaling.errors import UserError
-from scaling.fileio import read_json_object
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,10 @@ class Recipe:
     wd_max: float = 1.0
 
     def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
-           n_tokens: float | None = None) -> float:
+           n_tokens: float | None = None, batch_tokens: float | None = None) -> float:
         """Peak learning rate for a run of ``flops`` FLOPs, clamped to [lr_min, lr_max]
-        (``n_params`` and ``n_tokens`` serve fitted laws, see `FittedRecipe`)."""
+        (``n_params``, ``n_tokens`` and ``batch_tokens`` serve fitted laws, see
+        `FittedRecipe`)."""
         raw = self.lr_coef * flops ** self.lr_exp
         if d_model is not None and self.lr_width_exp:
             raw *= (self.lr_width_ref / d_model) ** self.lr_width_exp
@@ -183,39 +187,68 @@ RUNS_DIR_ENV = "SCALING_RUNS_DIR"  # where "fitted:<sweep>" laws are found (defa
 @dataclass(frozen=True)
 class FittedRecipe(Recipe):
     """A base recipe whose lr is a law fitted by a `[tune]` block (sweeps.tune):
-    lr = law_coef * N**law_n_exp * D**law_d_exp (N total parameters, D tokens of the run),
-    clamped as usual; batch, warmup and the Porian options stay the base recipe's."""
+    lr = law_coef * N**law_n_exp * D**law_d_exp * B**law_b_exp (N total parameters, D tokens
+    of the run, B tokens per step), clamped as usual; warmup and the Porian options stay the
+    base recipe's, and the batch too unless the law fitted B*(C) (then batch_tokens_coef
+    and batch_tokens_exp are its coefficients)."""
 
     law_coef: float = 0.0
     law_n_exp: float = 0.0
     law_d_exp: float = 0.0
+    law_b_exp: float = 0.0
 
     def lr(self, flops: float, d_model: int | None = None, *, n_params: float | None = None,
-           n_tokens: float | None = None) -> float:
+           n_tokens: float | None = None, batch_tokens: float | None = None) -> float:
         if n_params is None or n_tokens is None:  # a budget-level call (for the batch):
             return super().lr(flops, d_model)   # the base rule; runs always pass N and D
         raw = self.law_coef * n_params ** self.law_n_exp * n_tokens ** self.law_d_exp
+        if self.law_b_exp:
+            if batch_tokens is None:
+                raise ValueError(f"{self.name}: the fitted lr depends on the batch; pass "
+                                 "batch_tokens")
+            raw *= batch_tokens ** self.law_b_exp
         return float(min(max(raw, self.lr_min), self.lr_max))
+
+
+def default_runs_dir() -> Path:
+    """Where "fitted:<sweep>" laws are looked for without a --runs-dir: $SCALING_RUNS_DIR,
+    else ./runs."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
 
 
 def law_path(sweep: str, runs_dir=None) -> Path:
     """Where the tune block of spec `sweep` saves its law: <runs_dir>/<sweep>-tune/lr_law.json."""
-    root = Path(runs_dir if runs_dir is not None else os.environ.get(RUNS_DIR_ENV, "runs"))
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     return root / f"{sweep}-tune" / "lr_law.json"
+
+
+def read_law(path: Path, where: str = "optim.recipe") -> LrLaw:
+    """The law saved at `path`; a file that is not one is a one-line UserError."""
+    return lr_law.read_law(path, where)
 
 
 def fitted_recipe(sweep: str, where: str = "optim.recipe", runs_dir=None) -> FittedRecipe:
     path = law_path(sweep, runs_dir)
     if not path.is_file():
         raise UserError(f"{where}: no fitted lr law for sweep {sweep!r} at {path} (run the "
-                        f"spec with its [tune] block first; ${RUNS_DIR_ENV} sets the runs dir)")
-    law = LrLaw.from_dict(read_json_object(path))
+                        f"spec with its [tune] block first, or point --runs-dir (or "
+                        f"${RUNS_DIR_ENV}) at the runs dir that holds {sweep}-tune/)")
+    law = read_law(path, where)
     base = get_recipe(law.base_recipe, where)
     fields_ = {k: v for k, v in asdict(base).items() if k not in ("name", "description")}
+    batch_text = f"batch as {base.name}"
+    if law.batch is not None:
+        fields_.update(batch_tokens_coef=law.batch.coef, batch_tokens_exp=law.batch.exp,
+                       batch_min=Recipe.batch_min, batch_max=Recipe.batch_max)
+        batch_text = f"B = {law.batch.coef:.4g} C^{law.batch.exp:.3f} tokens"
+    b_term = f" B^{law.b_exp:.3f}" if law.b_exp else ""
     return FittedRecipe(**fields_, name=f"{FITTED_PREFIX}{sweep}",
-                        description=f"lr = {law.coef:.4g} N^{law.n_exp:.3f} D^{law.d_exp:.3f} "
-                                    f"(fitted by {sweep}'s [tune]); batch as {base.name}",
-                        law_coef=law.coef, law_n_exp=law.n_exp, law_d_exp=law.d_exp)
+                        description=f"lr = {law.coef:.4g} N^{law.n_exp:.3f} D^{law.d_exp:.3f}"
+                                    f"{b_term} (fitted by {sweep}'s [tune]); {batch_text}",
+                        law_coef=law.coef, law_n_exp=law.n_exp, law_d_exp=law.d_exp,
+                        law_b_exp=law.b_exp)
+
+
 OVERRIDABLE = ("lr_min", "lr_max", "batch_min", "batch_max", "batch_pow2", "warmup_frac",
                "warmup_min", "warmup_max", "weight_decay", "lr_width_exp", "lr_width_ref",
                "warmup_tokens_per_param", "beta2_ref", "beta2_ref_tokens", "beta2_min",
@@ -223,8 +256,7 @@ OVERRIDABLE = ("lr_min", "lr_max", "batch_min", "batch_max", "batch_pow2", "warm
 
 
 def get_recipe(name: str, where: str = "optim.recipe", runs_dir=None) -> Recipe:
-    """A named recipe; "fitted:<sweep>" is read from `runs_dir` (default $SCALING_RUNS_DIR,
-    else ./runs)."""
+    """A named recipe; "fitted:<sweep>" is read from `runs_dir` (default: `default_runs_dir`)."""
     if isinstance(name, str) and name.startswith(FITTED_PREFIX):
         return fitted_recipe(name[len(FITTED_PREFIX):], where, runs_dir)
     try:
@@ -251,8 +283,10 @@ def with_overrides(recipe: Recipe, overrides: dict[str, Any], where: str = "opti
 def choose(recipe: Recipe, flops: float, seq_len: int, *, d_model: int | None = None,
            lr: float | None = None, batch_size: int | None = None,
            n_params: float | None = None, n_tokens: float | None = None) -> tuple[float, int]:
-    """(lr, batch_size) for a run of ``flops`` FLOPs; explicit values win over the rule."""
-    chosen_lr = (recipe.lr(flops, d_model, n_params=n_params, n_tokens=n_tokens)
-                 if lr is None else float(lr))
+    """(lr, batch_size) for a run of ``flops`` FLOPs; explicit values win over the rule (a
+    fitted lr at the chosen batch)."""
     chosen_batch = recipe.batch_size(flops, seq_len) if batch_size is None else int(batch_size)
+    chosen_lr = (recipe.lr(flops, d_model, n_params=n_params, n_tokens=n_tokens,
+                           batch_tokens=chosen_batch * seq_len)
+                 if lr is None else float(lr))
     return chosen_lr, chosen_batch

@@ -82,6 +82,10 @@ Example (every table optional except ``budgets``)::
     [tune]                       # optional: fit lr*(N, D) first (sweeps.tune); then
     cells = [[1e4, 20], [3e4, 20], [1e4, 80]]   # optim.recipe = "fitted:<name>" uses it
     lr_multipliers = [0.25, 0.5, 1, 2, 4]       # x the recipe's lr for each cell
+    # batch_sizes = [4, 8, 16]   # also tune the batch (sequences; multiples of grad_accum):
+                                 # lr*(N, D, B) and B*(C), which the fitted recipe then uses
+    # recipe = "tiny-bytes"      # the recipe tuned around (default optim.recipe; required
+                                 # when optim.recipe is this spec's own "fitted:<name>")
     bootstrap = 200
 """
 
@@ -96,6 +100,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from analysis.lr_law import TUNE_SUFFIX
 from scaling.config import METRIC_NAME_PATTERN, SCHEDULES, DataConfig, named_values
 from scaling.corpus import parse_synthetic
 from scaling.errors import UserError, positive_number
@@ -190,6 +195,8 @@ class TuneSpec:
     lr_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     bootstrap: int = 200
     level: float = 0.8
+    batch_sizes: tuple[int, ...] = ()  # sequences per step, each cell x lr grid; () : the recipe's
+    recipe: str | None = None  # the named recipe tuned around (None: optim.recipe)
 
 
 @dataclass(frozen=True)
@@ -284,6 +291,9 @@ class SweepSpec:
                 d["data"].pop(key)
         d.pop("tracking")  # watching the curves elsewhere does not change them
         d.pop("label", None)  # naming the ladder does not change what it trains
+        for key, default in (("batch_sizes", ()), ("recipe", None)):
+            if d.get("tune") is not None and d["tune"][key] == default:
+                d["tune"].pop(key)  # added later: older tune specs keep their hash
         return spec_hash(d)
 
     @property
@@ -458,6 +468,9 @@ def parse_spec(d: dict) -> SweepSpec:
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"name: expected letters, digits, '-', '_' or '.' (not starting with "
                         f"'.'), got {name!r}")
+    if name.endswith(TUNE_SUFFIX):
+        raise UserError(f"name: {name!r} ends in {TUNE_SUFFIX!r}, the suffix of a [tune] "
+                        "block's own runs; choose another name")
     label = top.get("label")
     if label is not None and not (isinstance(label, str) and re.fullmatch(NAME_PATTERN, label)
                                   and label != "labels"):
@@ -473,6 +486,7 @@ def parse_spec(d: dict) -> SweepSpec:
     tables["tune"] = _tune(top.table("tune")) if top.has("tune") else None
     top.used.add("tune")
     top.done()
+    _check_tune(tables["tune"], tables["optim"], tables["train"], name)
     spec = SweepSpec(name=name, budgets=budgets, convention=convention, seeds=seeds,
                      label=label, **tables)
     spec.vocab_size  # noqa: B018  (validates the tokenizer / synthetic source now)
@@ -665,8 +679,9 @@ def _optim(t: _Fields) -> OptimSpec:
 def _tune(t: _Fields) -> TuneSpec:
     bootstrap = t.int("bootstrap", 200, lo=0, hi=100_000)
     level = t.float("level", 0.8, lo=0, hi=1, lo_open=True)
-    t.used.update(("cells", "lr_multipliers"))
-    if t.schema is not None:  # cells and lr_multipliers are lists: json_schema writes them
+    t.used.update(("cells", "lr_multipliers", "batch_sizes"))
+    if t.schema is not None:  # the lists are written by json_schema
+        t.str("recipe", None, choices=tuple(hparams.RECIPES))
         return TuneSpec()
     cells = t.get("cells")
     if not isinstance(cells, list) or not cells:
@@ -689,9 +704,35 @@ def _tune(t: _Fields) -> TuneSpec:
         raise UserError("tune.lr_multipliers: expected distinct values")
     if level >= 1:
         raise UserError(f"tune.level: expected a fraction in (0, 1), got {level}")
+    batches = t.get("batch_sizes", [])
+    if not isinstance(batches, list) or 0 < len(batches) < 3:
+        raise UserError(f"tune.batch_sizes: expected a list of >= 3 positive integers "
+                        f"(sequences per step), got {_show(batches)}")
+    for i, b in enumerate(batches):
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise UserError(f"tune.batch_sizes[{i}]: expected a positive integer (sequences "
+                            f"per step), got {b!r}")
+    if len(set(batches)) != len(batches):
+        raise UserError("tune.batch_sizes: expected distinct values")
+    recipe = t.str("recipe", None, choices=tuple(hparams.RECIPES))
     t.done()
     return TuneSpec(cells=tuple(out_cells), lr_multipliers=tuple(mults), bootstrap=bootstrap,
-                    level=level)
+                    level=level, batch_sizes=tuple(sorted(batches)), recipe=recipe)
+
+
+def _check_tune(tune: TuneSpec | None, optim: OptimSpec, train: TrainSpec, name: str) -> None:
+    """What the [tune] block needs of the rest of the spec: batches that split into
+    train.grad_accum micro-batches, and a named recipe to tune around."""
+    if tune is None:
+        return
+    for i, b in enumerate(tune.batch_sizes):
+        if b % train.grad_accum:
+            raise UserError(f"tune.batch_sizes[{i}]: expected a multiple of train.grad_accum "
+                            f"({train.grad_accum}), got {b}")
+    if tune.recipe is None and optim.recipe.startswith(hparams.FITTED_PREFIX):
+        raise UserError(f"tune.recipe: required when optim.recipe is {optim.recipe!r} (the "
+                        f"named recipe whose lr the multipliers scale, e.g. \"tiny-bytes\"; "
+                        f"\"fitted:{name}\" is what the block fits)")
 
 
 def _train(t: _Fields) -> TrainSpec:
@@ -800,6 +841,9 @@ def json_schema() -> dict:
     props["tune"]["properties"]["lr_multipliers"] = {
         "type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3,
         "uniqueItems": True, "default": list(TuneSpec.lr_multipliers)}
+    props["tune"]["properties"]["batch_sizes"] = {
+        "type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 3,
+        "uniqueItems": True}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "scaling-suite sweep spec (validated by sweeps/spec.py)", "type": "object",
             "required": ["name", "budgets"], "additionalProperties": False, "properties": props,

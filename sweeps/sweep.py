@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.approach2 import isoflop_minima, power_laws_from_minima
+from analysis.lr_law import LrLaw
 from scaling import runs, sources
 from scaling.errors import UserError
+from sweeps.hparams import law_path
 from sweeps.launch.local import run_local
 from sweeps.launch.slurm import run_slurm
 from sweeps.ownership import claim_sweep_dir
@@ -118,16 +120,22 @@ def run_sweep(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | No
               launcher: str | None = None, force: bool = False,
               train_cmd: Sequence[str] | None = None,
               on_update: Callable | None = None,
-              on_plan: Callable[[SweepPlan, list[Path]], None] | None = None) -> SweepOutcome:
-    """Plan, prepare and train every run of `spec` under `runs_dir`."""
+              on_plan: Callable[[SweepPlan, list[Path]], None] | None = None,
+              on_tune: Callable[[LrLaw, Path], None] | None = None) -> SweepOutcome:
+    """Plan, prepare and train every run of `spec` under `runs_dir` (its [tune] block
+    first: `on_plan` sees its runs too, `on_tune(law, path)` the law it saved)."""
     launcher = launcher or spec.launcher.kind
     check_launcher(spec.launcher, launcher)  # before anything is written
     workers = workers or spec.launcher.workers
     if train_cmd is None and os.environ.get(TRAIN_CMD_ENV):
         train_cmd = json.loads(os.environ[TRAIN_CMD_ENV])
+    if spec.tune is not None and spec.optim.recipe != f"fitted:{spec.name}":
+        plan_sweep(spec, runs_dir=runs_dir)  # a grid that cannot be planned fails before tuning
     if spec.tune is not None:  # the lr law first: optim.recipe "fitted:<name>" may need it
-        run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd, on_update=on_update,
-                 force=force)
+        law = run_tune(spec, runs_dir, workers=workers, train_cmd=train_cmd,
+                       on_update=on_update, on_plan=on_plan, force=force)
+        if on_tune is not None:
+            on_tune(law, law_path(spec.name, runs_dir))
     stages = [spec.budgets] if spec.grid.center != "fit" else [(b,) for b in spec.budgets]
     states: dict[Path, str] = {}
     all_dirs: list[Path] = []

@@ -16,9 +16,11 @@ from scaling.errors import UserError, positive_number
 from scaling.flops import check_convention
 from scaling.model_config import DEFAULT_SEQ_LEN
 from scaling_cli.commands._format import si
+from sweeps import hparams
 from sweeps.grid import plan_budget_full
 from sweeps.plan import format_summary, plan_summary, plan_sweep
 from sweeps.spec import check_argument, check_number, load_spec
+from sweeps.tune import plan_tune
 
 COLUMNS = ("budget", "N", "non-emb N", "layers", "d_model", "heads", "tokens", "tokens/param",
            "FLOPs", "error")
@@ -42,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens-per-second", metavar="R", default=None,
                         help="with SPEC: training rate for the wall-time estimate (default: "
                              "measured on finished runs in --runs-dir)")
-    parser.add_argument("--runs-dir", metavar="DIR", default="runs",
-                        help="with SPEC: where finished runs calibrate the estimate")
+    parser.add_argument("--runs-dir", metavar="DIR", default=None,
+                        help="with SPEC: where finished runs calibrate the estimate and "
+                             "fitted:<sweep> lr laws are found (default: $SCALING_RUNS_DIR, "
+                             "else runs)")
     parser.add_argument("--simulate", action="store_true",
                         help="with SPEC: refit many simulated copies of this grid and print "
                              "the expected 80%% interval widths of a, N* and the loss at 10x the "
@@ -90,16 +94,41 @@ def _run_spec(args: argparse.Namespace) -> int:
     rate = (None if args.tokens_per_second is None
             else positive_number(args.tokens_per_second, "--tokens-per-second"))
     noise = check_number(args.noise, "--noise", lo=0) if args.simulate else None
-    plan = plan_sweep(load_spec(args.spec))
+    runs_dir = Path(args.runs_dir) if args.runs_dir is not None else hparams.default_runs_dir()
+    spec = load_spec(args.spec)
+    own_law = hparams.law_path(spec.name, runs_dir)
+    if (spec.tune is not None and spec.optim.recipe == f"{hparams.FITTED_PREFIX}{spec.name}"
+            and not own_law.is_file() and not args.json):
+        print(_tune_lines(spec, own_law))
+        print(f"the grid's lr comes from this [tune] block's law, not fitted yet at {own_law}: "
+              "`scaling sweep` trains the tuning runs first, then plans the grid")
+        return 0
+    plan = plan_sweep(spec, runs_dir=runs_dir)
     planned = [item.planned for item in plan.runs]
     if args.json:
         print(json.dumps([run.to_dict() for run in planned], indent=2))
         return 0
     print(format_table(planned))
-    print(format_summary(plan_summary(plan, tokens_per_second=rate, runs_dir=args.runs_dir)))
+    print(format_summary(plan_summary(plan, tokens_per_second=rate, runs_dir=runs_dir)))
+    if plan.runs and plan.runs[0].recipe.startswith(hparams.FITTED_PREFIX):
+        recipe = hparams.get_recipe(spec.optim.recipe, runs_dir=runs_dir)
+        print(f"recipe {recipe.name}: {recipe.description} "
+              f"({hparams.law_path(recipe.name[len(hparams.FITTED_PREFIX):], runs_dir)})")
+    if spec.tune is not None:
+        print(_tune_lines(spec, own_law))
     if noise is not None:
-        print(_simulation(planned, Path(args.runs_dir) / plan.spec.name, noise))
+        print(_simulation(planned, runs_dir / plan.spec.name, noise))
     return 0
+
+
+def _tune_lines(spec, law_file: Path) -> str:
+    """The [tune] block's runs (trained before the grid) and where its law goes."""
+    tune = plan_tune(spec)
+    grid = (f"{len(spec.tune.cells)} cells x {len(spec.tune.batch_sizes) or 1} batch sizes x "
+            f"{len(spec.tune.lr_multipliers)} lr multipliers")
+    state = "fitted" if law_file.is_file() else "not fitted yet"
+    return (f"tune: {len(tune)} runs ({grid}), {sum(r.flops for r in tune):.4g} FLOPs, trained "
+            f"before the grid; law {law_file} ({state})")
 
 
 def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from scaling_cli.commands._format import si
 from sweeps.status import status_rows, summarize
+from sweeps.tune import format_tune_progress, tune_progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = status_rows(args.runs_dir)
     summary = summarize(rows)
+    tune = tune_progress(args.runs_dir, rows)
     if args.json:
-        print(json.dumps({"summary": summary, "runs": rows}, indent=2))
+        print(json.dumps({"summary": summary, "runs": rows, "tune": tune}, indent=2))
         return 0
     table = Table(title=f"{args.runs_dir}: {summary['runs']} runs", title_justify="left")
     for col in ("sweep", "run", "state", "budget", "N", "tokens", "step", "eval loss", "reason"):
@@ -45,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
     done, total = summary["flops_done"], summary["flops_total"]
     pct = f" ({100 * done / total:.1f}%)" if total else ""
     console.print(f"{states or 'no runs'}; FLOPs {done:.3g} of {total:.3g}{pct}")
+    for entry in tune:
+        console.print(format_tune_progress(entry), markup=False, highlight=False, soft_wrap=True)
     return 0

@@ -17,6 +17,7 @@ from sweeps.progress import SweepProgress, format_duration
 from sweeps.spec import check_argument, load_spec
 from sweeps.status import run_row, summarize
 from sweeps.sweep import run_sweep
+from sweeps.tune import format_law
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +39,22 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     view = SweepProgress(quiet=args.json)
     t0 = time.monotonic()
+    tuned: dict = {}
+
+    def on_tune(law, path) -> None:  # the law as soon as the [tune] block has fitted it
+        tuned.update(law=str(path), name=law.name, n_exp=law.n_exp,
+                     n_exp_interval=list(law.n_exp_interval), d_exp=law.d_exp,
+                     d_exp_interval=list(law.d_exp_interval), b_exp=law.b_exp,
+                     b_exp_interval=list(law.b_exp_interval), level=law.level,
+                     batch_exp=law.batch.exp if law.batch else None,
+                     batch_exp_interval=list(law.batch.exp_interval) if law.batch else None)
+        if not args.json:
+            view.console.print(format_law(law, path), markup=False, highlight=False, soft_wrap=True)
+
     try:
         outcome = run_sweep(spec, args.runs_dir, workers=workers, launcher=args.launcher,
-                            force=args.force, on_update=view.update, on_plan=view.on_plan)
+                            force=args.force, on_update=view.update, on_plan=view.on_plan,
+                            on_tune=on_tune)
     finally:
         view.stop()
     rows = [run_row(d) for d in outcome.run_dirs]
@@ -51,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                "flops": outcome.plan.total_flops, "wall_time_s": time.monotonic() - t0,
                "problems": [{"run": r["run"], "state": r["state"], "reason": r["reason"]}
                             for r in bad]}
+    if tuned:
+        summary["tune"] = tuned
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

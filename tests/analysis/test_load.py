@@ -136,6 +136,19 @@ def test_runs_dir_excludes_and_counts_unfinished(tmp_path):
     assert set(curves["run"]) == {"a"}  # b logged nothing
 
 
+def test_runs_root_leaves_out_a_tune_blocks_runs(tmp_path):
+    _write_run(tmp_path, "a", "done", 3.0)
+    _write_run(tmp_path, "b", "done", 2.9, n_params=2e6, n_tokens=1e7)
+    tuned = _write_run(tmp_path, "lr-x4", "done", 2.5)
+    (tuned.parent.parent / "sweep-tune").mkdir()
+    tuned.rename(tmp_path / "sweep-tune" / "lr-x4")
+    config = json.loads((tmp_path / "sweep-tune" / "lr-x4" / "config.json").read_text())
+    (tmp_path / "sweep-tune" / "lr-x4" / "config.json").write_text(
+        json.dumps({**config, "sweep": "sweep-tune"}))
+    df, info = load_points(tmp_path)
+    assert sorted(df["run"]) == ["a", "b"] and info["excluded"] == {"tuning": 1}
+
+
 def test_runs_dir_with_nothing_finished(tmp_path):
     _write_run(tmp_path, "c", "diverged", 9.0)
     with pytest.raises(UserError, match="no finished runs.*1 diverged"):
