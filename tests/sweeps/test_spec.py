@@ -50,7 +50,7 @@ def write(tmp_path, text: str) -> Path:
     ("name = \"x\"\nbudgets = ['a']\n", "budgets[0]: expected a number"),
     ("name = \"x\"\nbudgets = [1e12]\nconvention = \"7N\"\n", "convention: expected one of"),
     ("name = \"../x\"\nbudgets = [1e12]\n", "name: expected letters"),
-    ("name = \"x-tune\"\nbudgets = [1e12]\n", "name: .x-tune. ends in .-tune."),
+    ("name = \"x-tune\"\nbudgets = [1e12]\n", "name: 'x-tune' ends in '-tune'"),
     ("name = \"x\"\nbudgets = [1e12]\n[data]\nseq_len = true\n", "data.seq_len: expected an integer"),
     ("name = \"x\"\nbudgets = [1e12]\n[data]\ntokenizer = \"wordpiece\"\n", "data.tokenizer"),
     ("name = \"x\"\nbudgets = [1e12]\n[data]\nsource = \"http://x\"\n", "data.source"),
