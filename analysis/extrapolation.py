@@ -18,8 +18,8 @@ log-distance, zero for an exact law.
 
 tau is estimated from inner origins: the fitted points are split as `analysis.rollout` splits
 them (budgets 1..j against the later budgets, else smaller sizes against larger), each inner
-training set is fitted from Chinchilla's grid (as the real fit, so no information from the
-later points leaks in through the starts) and bootstrapped, and every later point gives a
+training set is fitted from a sub-grid of Chinchilla's starts (`inner_starts`; like the real
+fit, so no information from the later points leaks in through the starts) and bootstrapped, and every later point gives a
 log residual r_i with its own sigma^2 + v_law,i and delta_i. Per origin, tau_j^2 maximises
 the Gaussian likelihood r_i ~ N(0, sigma^2 + v_law,i + tau_j^2 delta_i^2) over tau_j^2 >= 0,
 so it is the spread the noise and the law's uncertainty do NOT explain; see
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.approach3 import N_PARAMS, fit_approach3, refit_many
+from analysis.approach3 import N_PARAMS, chinchilla_grid, fit_approach3, refit_many
 from analysis.bootstrap import resample_indices
 from analysis.noise import ExtrapolationError, FittedRange
 
@@ -42,6 +42,16 @@ MIN_TRAIN_POINTS = 2 * N_PARAMS  # as analysis.rollout: fewer and the fit is noi
 MIN_TRAIN_SIZES = 3
 INNER_BOOTSTRAP = 40  # resamples per inner origin for v_law (a variance, not a quantile)
 MAX_ORIGINS = 4  # the latest inner origins (most data, nearest the real extrapolation)
+INNER_POLISH = 2  # basins polished per inner fit (the real fit polishes 4)
+
+
+def inner_starts() -> np.ndarray:
+    """Chinchilla's grid with a, b in {0, 10, 20} (1,125 of its 4,500 starts, every e, alpha,
+    beta kept): the inner fits are several per `scaling fit`, and on the ladders tried their
+    optima equal the full grid's; still no start comes from the later points."""
+    grid = chinchilla_grid()
+    keep = np.isin(grid[:, 0], (0.0, 10.0, 20.0)) & np.isin(grid[:, 1], (0.0, 10.0, 20.0))
+    return grid[keep]
 
 
 def usable_budgets(points: pd.DataFrame) -> np.ndarray:
@@ -100,14 +110,17 @@ def tau_mle(residual: np.ndarray, known_var: np.ndarray, delta: np.ndarray) -> f
 
 
 def inner_residuals(points: pd.DataFrame, sigma: float, *, n_bootstrap: int = INNER_BOOTSTRAP,
-                    seed: int = 0, starts: np.ndarray | None = None
+                    seed: int = 0, starts: np.ndarray | None = None, pad_to: int = 0
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per inner origin, (log residual, sigma^2 + v_law, delta) of each of its later points."""
-    fit_kw: dict[str, Any] = {} if starts is None else {"starts": starts}
+    fit_kw: dict[str, Any] = {"starts": inner_starts() if starts is None else starts,
+                              "n_polish": INNER_POLISH}
+    pad = max(len(points), pad_to)  # every inner fit runs the full data's compiled program
     out = []
     for train_mask, target_mask in inner_splits(points):
         train, target = points[train_mask], points[target_mask]
-        law = fit_approach3(train["params"], train["tokens"], train["loss"], **fit_kw)
+        law = fit_approach3(train["params"], train["tokens"], train["loss"], pad_to=pad,
+                            **fit_kw)
         n_t, d_t = (target[c].to_numpy(float) for c in ("params", "tokens"))
         v_law = np.zeros(len(target))
         if n_bootstrap >= 2:
@@ -115,7 +128,7 @@ def inner_residuals(points: pd.DataFrame, sigma: float, *, n_bootstrap: int = IN
             weights = np.stack([np.bincount(r, minlength=len(train)) for r in idx]).astype(float)
             theta, _ = refit_many(train["params"], train["tokens"],
                                   np.log(train["loss"].to_numpy(float))[None], weights,
-                                  law.theta())
+                                  law.theta(), pad_to=pad)
             a, b, e, alpha, beta = (theta[:, j, None] for j in range(5))
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 log_SxT = np.log(np.exp(e) + np.exp(a) / n_t**alpha + np.exp(b) / d_t**beta)
@@ -130,7 +143,8 @@ def inner_residuals(points: pd.DataFrame, sigma: float, *, n_bootstrap: int = IN
 
 def estimate_extrapolation(points: pd.DataFrame, sigma: float, *,
                            n_bootstrap: int = INNER_BOOTSTRAP, seed: int = 0,
-                           starts: np.ndarray | None = None) -> ExtrapolationError:
+                           starts: np.ndarray | None = None, pad_to: int = 0
+                           ) -> ExtrapolationError:
     """The misspecification scale tau of a fit to `points` (noise `sigma`, log loss) and the
     fitted range it is measured from.
 
@@ -146,7 +160,7 @@ def estimate_extrapolation(points: pd.DataFrame, sigma: float, *,
     Too few points for an inner origin: tau = 0, and the note says it was not measured."""
     fitted = FittedRange.of(points["params"], points["tokens"])
     origins = [o for o in inner_residuals(points, sigma, n_bootstrap=n_bootstrap, seed=seed,
-                                          starts=starts) if np.any(o[2] > 0)]
+                                          starts=starts, pad_to=pad_to) if np.any(o[2] > 0)]
     if not origins:
         return ExtrapolationError(0.0, fitted, 0, 0, "not measured: too few points for an "
                                   "inner rolling origin (the PI beyond the fitted range is "

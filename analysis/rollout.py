@@ -123,7 +123,10 @@ def rollout(points: pd.DataFrame, *, n_bootstrap: int = 200, level: float = 0.8,
     training runs (False: noise and law spread only, the PI before that term existed)."""
     if not 0 < level < 1:
         raise UserError(f"--level: expected a level in (0, 1), got {level}")
-    fit_kw = {} if starts is None else {"starts": starts}
+    # Every fit of the rollout is padded to the full data's problem size: one compilation.
+    fit_kw: dict[str, Any] = {"pad_to": len(points)}
+    if starts is not None:
+        fit_kw["starts"] = starts
     levels = usable_budgets(points)
     steps: list[RolloutStep] = []
     if len(levels) >= 3:

@@ -98,6 +98,9 @@ def cli_fit_times(tmp: Path) -> list[tuple[str, float]]:
     from analysis.simulate import generate_points, isoflop_design
 
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp / "jax-cache"))
+    # Python writes its bytecode caches as for any user (a sandbox may forbid it, and then
+    # every run recompiles every imported module from source, seconds under load).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = []
     for label, n_per, seed in (("300 points, empty compile cache", 30, 0),
                                ("300 points, cache warm", 30, 0),
@@ -197,7 +200,8 @@ def main(argv=None) -> int:
         "(scipy's default tolerance stops the reference early on some resamples)",
         f"- CPU time (all threads; less sensitive to other load on a shared machine): "
         f"ours {cpu_warm:.2f} s, reference {cpu_ref:.1f} s, ratio {cpu_ref / cpu_warm:.0f}x",
-        f"- load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"- load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(1, 5, 15 min; {os.cpu_count()} CPUs)",
         "- ours: JAX batched L-BFGS over all starts (float32 search, float64 scipy polish of "
         "the best 4); 'cold' includes JIT compilation in a fresh process; warm is the best of "
         "3 repeats",
