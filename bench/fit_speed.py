@@ -9,6 +9,11 @@ Bootstrap: ours (1,000 resamples in one batched L-BFGS, 5 starts each) against (
 five-starts-per-resample scheme as a scipy loop, timed on a subset of resamples and
 extrapolated, and (ii) the full reference grid per resample (extrapolated from (ref)).
 
+BLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set): scipy's L-BFGS-B calls BLAS on
+5-vectors, and a multi-threaded OpenBLAS on a loaded machine made each reference start ~9x
+slower (0.077 s against 0.0087 s wall, measured 2026-12-02), which would flatter the ratio.
+Both sides (our float64 polish also uses scipy) run under the same setting.
+
 Prints a table and appends a dated section to BENCHMARKS.md.
 
     .venv/bin/python bench/fit_speed.py [--ref-budget 120] [--no-write]
@@ -25,7 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads BLAS; see above
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

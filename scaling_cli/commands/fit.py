@@ -19,7 +19,7 @@ from analysis.bootstrap import DEFAULT_LEVEL
 from analysis.fitdoc import FitDocument, default_fit_path, write_fit
 from analysis.fits import FitWarning
 from analysis.forecast import fit_source_with_forecast
-from analysis.report import fmt_num
+from analysis.numfmt import fmt_num
 from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
 from scaling.fileio import to_json
