@@ -451,11 +451,11 @@ def point_bucket(n_points: int) -> int:
 
 
 def _pad_points(zn: np.ndarray, zd: np.ndarray, log_loss: np.ndarray,
-                weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Append zero-weight points up to `point_bucket`: they add nothing to the objective or
-    its gradient (every term is multiplied by its weight)."""
+                weights: np.ndarray | None, pad_to: int = 0) -> tuple[np.ndarray, ...]:
+    """Append zero-weight points up to `point_bucket` (of at least `pad_to` points): they add
+    nothing to the objective or its gradient (every term is multiplied by its weight)."""
     n_pts = len(zn)
-    extra = point_bucket(n_pts) - n_pts
+    extra = point_bucket(max(n_pts, pad_to)) - n_pts
     w = np.ones((1, n_pts)) if weights is None else np.atleast_2d(weights)
     ll = np.atleast_2d(log_loss)
     if extra == 0:
@@ -484,7 +484,7 @@ def _polish(x: np.ndarray, zn, zd, log_loss, delta: float,
 
 def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray | None = None,
                   delta: float = HUBER_DELTA, n_polish: int = 4,
-                  overestimate_penalty: float = 1.0) -> Approach3Result:
+                  overestimate_penalty: float = 1.0, pad_to: int = 0) -> Approach3Result:
     """Fit L = E + A/N^alpha + B/D^beta by the summed-Huber log-loss objective.
 
     starts: rows (a, b, e, alpha, beta), default Chinchilla's 4,500-point grid; all are
@@ -494,6 +494,9 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
     over starts stays symmetric (it only ranks basins); twice as many basins are polished on
     the asymmetric objective. `objective` is then still the symmetric one (comparable across
     fits) and extra["penalised_objective"] is what was minimised.
+    pad_to: pad the problem to the bucket of this many points (a rollout's or inner
+    validation's subsets then run the full data's compiled program instead of compiling one
+    per subset size).
     """
     if not (math.isfinite(overestimate_penalty) and overestimate_penalty > 0):
         raise UserError(f"overestimate_penalty: expected a positive number, got "
@@ -508,7 +511,8 @@ def fit_approach3(n_params: Any, n_tokens: Any, loss: Any, *, starts: np.ndarray
     starts = chinchilla_grid() if starts is None else np.atleast_2d(np.asarray(starts, float))
     # The search over starts runs in float32 (XLA's float64 exp/log are ~7x slower on CPU);
     # it only ranks basins. The reported optimum comes from the float64 polish below.
-    x, f, n_iter = batched_lbfgs(sc.to_internal(starts), *_pad_points(zn, zd, log_l, None),
+    x, f, n_iter = batched_lbfgs(sc.to_internal(starts),
+                                 *_pad_points(zn, zd, log_l, None, pad_to),
                                  delta=delta, dtype="float32", ftol=1e-6, gtol=1e-5)
     f = np.where(np.isfinite(f), f, np.inf)
     order = np.argsort(f)
@@ -552,7 +556,7 @@ def local_starts(theta: np.ndarray, scaling: _Scaling) -> np.ndarray:
 
 def refit_many(n_params: Any, n_tokens: Any, log_loss_GxP: np.ndarray,
                weights_GxP: np.ndarray | None, center: np.ndarray, *,
-               delta: float = HUBER_DELTA) -> tuple[np.ndarray, np.ndarray]:
+               delta: float = HUBER_DELTA, pad_to: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Fit G data sets sharing the (N, D) design at once: G rows of log losses (simulations)
     and/or of point weights (bootstrap multiplicities; None = all 1).
 
@@ -577,11 +581,11 @@ def refit_many(n_params: Any, n_tokens: Any, log_loss_GxP: np.ndarray,
         return arr if arr.shape[0] == 1 else np.repeat(arr, k, axis=0)
 
     w = None if weights_GxP is None else rows(np.asarray(weights_GxP, dtype=np.float64))
-    x, f, _ = batched_lbfgs(x0, *_pad_points(zn, zd, rows(ll), w), delta=delta,
+    x, f, _ = batched_lbfgs(x0, *_pad_points(zn, zd, rows(ll), w, pad_to), delta=delta,
                             dtype="float32", ftol=1e-6, gtol=1e-5, n_groups=n_groups)
     f = np.where(np.isfinite(f), f, np.inf).reshape(n_groups, k)
     best = x.reshape(n_groups, k, N_PARAMS)[np.arange(n_groups), np.argmin(f, axis=1)]
-    x, f, _ = batched_lbfgs(best, *_pad_points(zn, zd, ll, weights_GxP),
+    x, f, _ = batched_lbfgs(best, *_pad_points(zn, zd, ll, weights_GxP, pad_to),
                             delta=delta, dtype="float64", ftol=1e-12, gtol=1e-10,
                             n_groups=n_groups)
     return sc.to_theta(x), f

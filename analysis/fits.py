@@ -61,7 +61,8 @@ def parse_approaches(approach: str | int | tuple | list) -> tuple[str, ...]:
 
 def fit_all(points: pd.DataFrame, curves: pd.DataFrame | None = None,
             approaches: str | tuple = "all", *, vpnls: bool = True,
-            starts: np.ndarray | None = None) -> dict[str, Result | ApproachError]:
+            starts: np.ndarray | None = None,
+            overestimate_penalty: float = 1.0) -> dict[str, Result | ApproachError]:
     """Run the chosen approaches. With several, an approach whose data requirement is not
     met (e.g. Approach 2 with one budget) or whose fit leaves its domain yields an
     ApproachError instead of failing the rest (and a FitWarning); asked for alone, its
@@ -88,7 +89,7 @@ def fit_all(points: pd.DataFrame, curves: pd.DataFrame | None = None,
         attempt("approach2", lambda: fit_approach2(points))
     if "3" in names:
         columns = (points["params"], points["tokens"], points["loss"])
-        law = fit_approach3(*columns, starts=starts)
+        law = fit_approach3(*columns, starts=starts, overestimate_penalty=overestimate_penalty)
         attempt("approach3", law.checked)
         if vpnls:
             attempt("vpnls", lambda: fit_vpnls(*columns).checked())
@@ -106,13 +107,14 @@ def fit_points(points: pd.DataFrame, info: LoadInfo | dict | None = None,
                curves: pd.DataFrame | None = None, *, approaches: str | tuple = "all",
                n_bootstrap: int = 0, level: float = DEFAULT_LEVEL, seed: int = 0,
                params_kind: str = "total", holdout: bool = False,
-               metric: str = "loss") -> FitDocument:
+               metric: str = "loss", overestimate_penalty: float = 1.0) -> FitDocument:
     """Fit, bootstrap (n_bootstrap resamples, 0 for none) and validate loaded points;
-    `metric` names what their `loss` column holds (`analysis.load.select_metric`)."""
+    `metric` names what their `loss` column holds (`analysis.load.select_metric`);
+    overestimate_penalty: Approach 3's asymmetric objective (1 = symmetric)."""
     _check_bootstrap(n_bootstrap, level)
     info = info.to_dict() if isinstance(info, LoadInfo) else dict(info or {})
     points = with_params_kind(points, params_kind)
-    results = fit_all(points, curves, approaches)
+    results = fit_all(points, curves, approaches, overestimate_penalty=overestimate_penalty)
     boots = (bootstrap(points, results, curves=curves, n=n_bootstrap, seed=seed, level=level)
              if n_bootstrap else {})
     doc = FitDocument(source=str(info.get("source", "")), kind=str(info.get("kind", "")),

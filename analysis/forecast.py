@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.approach2 import PowerLawResult
 from analysis.approach3 import Approach3Result
+from analysis.extrapolation import estimate_extrapolation
 from analysis.fitdoc import FitDocument
 from analysis.fits import fit_points, parse_approaches
 from analysis.frontier import check_fixed_E, e_sensitivity, frontier_from_minima
@@ -46,6 +47,9 @@ def forecast_blocks(points: pd.DataFrame, results: Mapping[str, object], *,
     law = results.get("approach3")
     if isinstance(law, Approach3Result):
         noise = estimate_noise(points, law, level=level)
+        # The PI's error beyond the fitted range, from an inner rollout on these points.
+        noise = replace(noise, extrapolation=estimate_extrapolation(points, noise.sigma,
+                                                                    seed=seed))
         out["noise"] = noise.to_dict()
         out["outliers"] = [o.to_dict() for o in flag_outliers(points, law, noise.sigma,
                                                               outlier_sigma)]

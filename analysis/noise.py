@@ -64,6 +64,71 @@ class SizeNoise:
 
 
 @dataclass(frozen=True)
+class FittedRange:
+    """The [min, max] of ln N, ln D and ln C (= ln 6ND) over the fitted points."""
+
+    log_params: list[float]
+    log_tokens: list[float]
+    log_flops: list[float]
+
+    @classmethod
+    def of(cls, n_params: Any, n_tokens: Any) -> FittedRange:
+        ln_n = np.log(np.asarray(n_params, np.float64))
+        ln_d = np.log(np.asarray(n_tokens, np.float64))
+        ln_c = math.log(6.0) + ln_n + ln_d
+        return cls(*([float(x.min()), float(x.max())] for x in (ln_n, ln_d, ln_c)))
+
+    def distance(self, n_params: Any, n_tokens: Any) -> np.ndarray:
+        """Natural-log distance outside the fitted range: the largest, over ln N, ln D and
+        ln C, of how far (N, D) lies beyond [min, max]; 0 inside all three."""
+        ln_n = np.log(np.asarray(n_params, np.float64))
+        ln_d = np.log(np.asarray(n_tokens, np.float64))
+        out = np.zeros(np.broadcast(ln_n, ln_d).shape)
+        for x, (lo, hi) in ((ln_n, self.log_params), (ln_d, self.log_tokens),
+                            (math.log(6.0) + ln_n + ln_d, self.log_flops)):
+            out = np.maximum(out, np.maximum(lo - x, x - hi))
+        return out
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ExtrapolationError:
+    """Misspecification of the law beyond its fitted range (`analysis.extrapolation`): a
+    prediction at log-distance delta outside `fitted` gets an extra N(0, (tau delta)^2) of log
+    loss in its prediction interval. tau = 0: exact law, or not measured (see `note`)."""
+
+    tau: float
+    fitted: FittedRange
+    n_origins: int  # inner rolling origins it was measured on
+    n_points: int  # later points of those origins (outside their fitted range)
+    note: str = ""
+
+    def sigma_at(self, n_params: Any, n_tokens: Any) -> np.ndarray:
+        return self.tau * self.fitted.distance(n_params, n_tokens)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["fitted"] = self.fitted.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExtrapolationError:
+        try:
+            fitted = FittedRange(**{k: [float(v) for v in d["fitted"][k]]
+                                    for k in ("log_params", "log_tokens", "log_flops")})
+            tau = float(d["tau"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"noise.extrapolation: expected tau and fitted ranges, got {d!r}"
+                            ) from e
+        if not (math.isfinite(tau) and tau >= 0):
+            raise UserError(f"noise.extrapolation.tau: expected a number >= 0, got {tau}")
+        return cls(tau, fitted, int(d.get("n_origins", 0)), int(d.get("n_points", 0)),
+                   str(d.get("note", "")))
+
+
+@dataclass(frozen=True)
 class NoiseEstimate:
     """The noise a prediction interval uses, and how it was measured.
 
@@ -84,10 +149,14 @@ class NoiseEstimate:
     residual_dof: int
     per_size: list[SizeNoise] = field(default_factory=list)
     note: str = ""
+    # Beyond the fitted range; None in fits written before it was measured (noise only).
+    extrapolation: ExtrapolationError | None = None
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "per_size"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("per_size", "extrapolation")}
         d["per_size"] = [s.to_dict() for s in self.per_size]
+        if self.extrapolation is not None:
+            d["extrapolation"] = self.extrapolation.to_dict()
         return d
 
     @classmethod
@@ -103,7 +172,9 @@ class NoiseEstimate:
                      ("residual_dof", 0)):
             kw.setdefault(k, v)
         per = [SizeNoise(**s) for s in d.get("per_size", [])]
-        return cls(**kw, per_size=per, note=d.get("note", ""))
+        extra = d.get("extrapolation")
+        return cls(**kw, per_size=per, note=d.get("note", ""),
+                   extrapolation=None if extra is None else ExtrapolationError.from_dict(extra))
 
 
 def replicate_noise(points: pd.DataFrame, level: float = 0.8
@@ -198,6 +269,6 @@ def exclude_runs(points: pd.DataFrame, names: list[str] | tuple[str, ...]) -> pd
     return points[~points["run"].astype(str).isin(names)].reset_index(drop=True)
 
 
-__all__ = ["NoiseEstimate", "Outlier", "SizeNoise", "estimate_noise", "exclude_runs",
+__all__ = ["ExtrapolationError", "FittedRange", "NoiseEstimate", "Outlier", "SizeNoise", "estimate_noise", "exclude_runs",
            "flag_outliers", "log_residuals", "replicate_groups", "replicate_noise",
            "sigma_interval"]

@@ -7,6 +7,10 @@ noise, log L = log law_s(N, D) + sigma t, with t Student-t on the degrees of fre
 measured on (a few replicates measure sigma loosely, and the interval widens for it). Drawn
 by Monte Carlo over bootstrap fits x noise draws, so the PI always contains the CI's spread.
 Without bootstrap samples the law is taken as exact: CI is None and the PI is noise only.
+Beyond the fitted range the PI adds the law's misspecification (`analysis.extrapolation`):
+log L = log law_s(N, D) + sigma t + tau delta(N, D) t', t' Student-t on the number of inner
+origins tau was measured on, delta the log-distance outside the fitted range (0 inside, where
+the PI is as above).
 
 The noise is homoscedastic in log loss, as in `analysis.noise`.
 """
@@ -21,6 +25,7 @@ import numpy as np
 
 from analysis.approach3 import Approach3Result
 from analysis.bootstrap import _approach3_samples, resample_indices
+from analysis.noise import ExtrapolationError
 from scaling.errors import UserError
 
 N_DRAWS = 40_000  # Monte Carlo draws for a PI (quantile error ~0.3% of the interval)
@@ -92,6 +97,7 @@ class Prediction:
     sigma: float
     noise_source: str
     n_bootstrap: int
+    extrapolation_sigma: float = 0.0  # tau x log-distance outside the fitted range
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -112,9 +118,11 @@ def noise_draws(sigma: float, dof: int, size: Any, rng: np.random.Generator) -> 
 def predict_loss(law: Any, n_params: float, n_tokens: float, *, sigma: float,
                  samples: LawSamples | None = None, level: float = 0.8, dof: int = 0,
                  approach: str = "approach3", noise_source: str = "",
-                 seed: int = 0) -> Prediction:
+                 seed: int = 0, extrapolation: ExtrapolationError | None = None
+                 ) -> Prediction:
     """Point prediction law(N, D), its CI over `samples` and its PI with noise `sigma`
-    (standard deviation of log loss measured on `dof` degrees of freedom)."""
+    (standard deviation of log loss measured on `dof` degrees of freedom) and, beyond the
+    fitted range, the misspecification term of `extrapolation`."""
     if not 0 < level < 1:
         raise UserError(f"--level: expected a level in (0, 1), got {level}")
     if not (math.isfinite(sigma) and sigma >= 0):
@@ -122,19 +130,28 @@ def predict_loss(law: Any, n_params: float, n_tokens: float, *, sigma: float,
     n, d = float(n_params), float(n_tokens)
     loss = float(law.predict(n, d))
     rng = np.random.default_rng(seed)
+    extra = float(extrapolation.sigma_at(n, d)) if extrapolation is not None else 0.0
+
+    def log_error(size: Any) -> np.ndarray:
+        e = noise_draws(sigma, dof, size, rng)
+        if extra > 0:
+            assert extrapolation is not None
+            e = e + noise_draws(extra, extrapolation.n_origins, size, rng)
+        return e
+
     if samples is not None and len(samples) >= 2:
         law_S = samples.predict(n, d)
         law_S = law_S[np.isfinite(law_S) & (law_S > 0)]
         ci = _quantiles(law_S, level)
         per = max(1, N_DRAWS // len(law_S))
-        draws = law_S[:, None] * np.exp(noise_draws(sigma, dof, (len(law_S), per), rng))
+        draws = law_S[:, None] * np.exp(log_error((len(law_S), per)))
         pi = _quantiles(draws.ravel(), level)
         n_boot = len(law_S)
     else:
         ci, n_boot = None, 0
-        pi = _quantiles(loss * np.exp(noise_draws(sigma, dof, N_DRAWS, rng)), level)
+        pi = _quantiles(loss * np.exp(log_error(N_DRAWS)), level)
     return Prediction(approach, n, d, 6.0 * n * d, loss, ci, pi, level, float(sigma),
-                      noise_source, n_boot)
+                      noise_source, n_boot, extra)
 
 
 def pi_coverage(predictions: list[Prediction], observed: Any) -> float:
@@ -168,7 +185,7 @@ def predict_from_fit(fit: Any, n_params: float, n_tokens: float, *, level: float
         samples = LawSamples.from_samples(boot.samples) if boot is not None else None
         p = predict_loss(law, n_params, n_tokens, sigma=noise.sigma, samples=samples,
                          level=level, dof=noise.dof, approach=key, noise_source=noise.source,
-                         seed=seed)
+                         seed=seed, extrapolation=noise.extrapolation)
         out[key] = p.to_dict()
     if not out:
         raise UserError("fit: no parametric approach (approach3 or vpnls) in this fit.json")

@@ -2,9 +2,10 @@
 
 A forecast is the JSON `scaling recommend --json` (or `scaling predict --json`) prints: it
 names the fit it came from (`fit_path`), the planned (n_params, n_tokens) and the loss. The
-prediction interval is the forecast's `loss_pi` when it has one (predict); a recommend
-forecast has only the law's CI, so the PI is recomputed from the fit it names at the planned
-(N, D) with `analysis.predict.predict_from_fit` (the same answer `scaling predict` gives).
+prediction interval is the forecast's own `loss_pi` at its `level` when it has one (predict,
+and recommend since it carries one); an older recommend forecast has only the law's CI, so
+the PI is then recomputed from the fit it names at the planned (N, D) with
+`analysis.predict.predict_from_fit` (the same answer `scaling predict` gives).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 from analysis.approach3 import ParametricLaw
 from analysis.bootstrap import percentile_interval
 from analysis.fitdoc import PARAMETRIC, FitDocument, Law
+from analysis.predict import LawSamples, predict_loss
 from scaling.errors import UserError
 from scaling.shapes import solve_shape
 
@@ -69,6 +70,9 @@ class Recommendation:
     level: float | None = None
     n_bootstrap: int = 0
     ci: dict = field(default_factory=dict)
+    # The prediction interval of one run trained to the plan (analysis.predict: law spread,
+    # measured noise, extrapolation error) at `level`, so a saved forecast carries its own.
+    loss_pi: list[float] | None = None
     compute_optimal: dict = field(default_factory=dict)
     inference: dict | None = None
     data_constrained: dict | None = None
@@ -347,6 +351,23 @@ def _laws(fit: FitDocument, approach: str, mode: str
     return frontier.law(), None if loss_law is None else loss_law.law(), samples
 
 
+def _plan_pi(fit: FitDocument, approach: str, n_params: float, n_tokens: float,
+             loss: float | None, level: float) -> list[float] | None:
+    """The PI of the plan's loss when that loss is the parametric law at (N, D) (not the
+    data-constrained loss of repeated data) and the fit measured its noise."""
+    name, law = fit.parametric(approach if approach in PARAMETRIC else "approach3")
+    if law is None or fit.noise is None or loss is None:
+        return None
+    if not math.isclose(float(law.predict(n_params, n_tokens)), loss, rel_tol=1e-9):
+        return None
+    boot = fit.bootstrap.get(name) if name else None
+    samples = LawSamples.from_samples(dict(boot.samples)) if boot is not None else None
+    noise = fit.noise
+    return predict_loss(law, n_params, n_tokens, sigma=noise.sigma, samples=samples,
+                        level=level, dof=noise.dof, approach=str(name),
+                        extrapolation=noise.extrapolation).loss_pi
+
+
 def _as_arrays(law):
     return None if law is None else type(law)(*(np.atleast_1d(np.asarray(v, dtype=np.float64))
                                                  for v in law.__dict__.values()))
@@ -395,10 +416,12 @@ def recommend(
         notes.append(f"the parametric frontier assumes C = 6ND; the runs' FLOPs convention is "
                      f"{fit.convention!r}")
     n_boot = 0 if samples is None else len(np.atleast_1d(samples[0].a))
+    loss_pi = _plan_pi(fit, approach, plan["n_params"], plan["n_tokens"], plan.get("loss"),
+                       level)
     return Recommendation(
         budget=budget, approach=approach, mode=mode, params_kind=fit.params_kind,
         convention=fit.convention, n_params=plan["n_params"], n_tokens=plan["n_tokens"],
         tokens_per_param=plan["tokens_per_param"], loss=plan.get("loss"),
-        level=level if n_boot else None, n_bootstrap=n_boot, ci=ci,
-        compute_optimal=compute_optimal, inference=inference, data_constrained=constrained,
+        level=level if n_boot or loss_pi else None, n_bootstrap=n_boot, ci=ci,
+        loss_pi=loss_pi, compute_optimal=compute_optimal, inference=inference, data_constrained=constrained,
         notes=tuple(notes), **(shape_fields or {}))

@@ -30,6 +30,7 @@ from analysis.bootstrap import Holdout
 from analysis.fitdoc import FitDocument, default_fit_path, read_fit, write_fit
 from analysis.fits import fit_points, fit_source
 from analysis.load import load_curves, load_points
+from analysis.numfmt import fmt_num
 from analysis.plots import human_count, human_flops
 from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
 from scaling.errors import UserError
@@ -146,24 +147,6 @@ def render_html(doc: Document) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def fmt_num(x, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int | np.integer):
-        return f"{int(x):,}"
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(x):
-        return "-"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits + 1}g}" if abs(x) < 10 else f"{x:,.{max(digits - 2, 1)}f}"
 
 
 def fmt_ci(value, ci) -> str:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.approach2 import budget_minimum
 from analysis.approach3 import N_PARAMS, fit_approach3
+from analysis.extrapolation import estimate_extrapolation, usable_budgets
 from analysis.noise import estimate_noise
 from analysis.predict import bootstrap_law_samples, predict_loss
 from scaling.errors import UserError
@@ -43,6 +44,7 @@ class RolloutStep:
     points_pi_coverage: float  # fraction of the target's runs inside their PI
     sigma: float
     noise_source: str
+    tau: float  # misspecification scale in the PI (analysis.extrapolation); nan: left out
     predicted: list[dict] = field(default_factory=list)  # per target run: run, observed, ...
     # budget mode only: the IsoFLOP minimum of the target budget
     loss_opt_predicted: float = math.nan
@@ -87,25 +89,18 @@ class Rollout:
                 "loss_opt_inside": f"{sum(inside)}/{len(inside)}" if inside else None}
 
 
-def _budget_levels(points: pd.DataFrame) -> np.ndarray:
-    """Budgets with at least 3 distinct sizes (an IsoFLOP minimum can be taken), ascending."""
-    if "budget" not in points:
-        return np.array([])
-    b = points["budget"].to_numpy(float)
-    levels = np.unique(b[np.isfinite(b)])
-    return np.array([c for c in levels if points.loc[b == c, "params"].nunique() >= 3])
-
-
 def _step(train: pd.DataFrame, target: pd.DataFrame, *, n_bootstrap: int, level: float,
-          seed: int, fit_kw: dict) -> tuple[Any, dict]:
+          seed: int, fit_kw: dict, misspecification: bool) -> tuple[Any, dict]:
     """Fit on train and predict every target run; the fields the two modes share."""
     law = fit_approach3(train["params"], train["tokens"], train["loss"], **fit_kw)
     noise = estimate_noise(train, law, level=level)
+    extra = (estimate_extrapolation(train, noise.sigma, seed=seed, **fit_kw)
+             if misspecification else None)
     samples = bootstrap_law_samples(train, law, n_bootstrap, seed) if n_bootstrap else None
     rows: list[dict[str, Any]] = []  # one JSON row per forecast run
     for _, r in target.iterrows():
         p = predict_loss(law, r["params"], r["tokens"], sigma=noise.sigma, samples=samples,
-                         level=level, dof=noise.dof, seed=seed)
+                         level=level, dof=noise.dof, seed=seed, extrapolation=extra)
         rows.append({"run": str(r["run"]), "params": float(r["params"]),
                      "tokens": float(r["tokens"]), "observed": float(r["loss"]),
                      "predicted": p.loss, "pi": p.loss_pi,
@@ -114,18 +109,25 @@ def _step(train: pd.DataFrame, target: pd.DataFrame, *, n_bootstrap: int, level:
     shared = dict(n_train=len(train), n_target=len(target),
                   points_loss_mean_abs_rel_error=float(np.mean(np.abs(rel))),
                   points_pi_coverage=float(np.mean([x["inside"] for x in rows])),
-                  sigma=noise.sigma, noise_source=noise.source, predicted=rows)
-    return (law, noise, samples), shared
+                  sigma=noise.sigma, noise_source=noise.source, predicted=rows,
+                  tau=extra.tau if extra is not None else math.nan)
+    return (law, noise, samples, extra), shared
 
 
 def rollout(points: pd.DataFrame, *, n_bootstrap: int = 200, level: float = 0.8,
-            seed: int = 0, starts: np.ndarray | None = None) -> Rollout:
+            seed: int = 0, starts: np.ndarray | None = None,
+            misspecification: bool = True) -> Rollout:
     """Rolling-origin validation over budgets when there are at least 3 usable budgets,
-    else over model sizes. `starts`: Approach 3 starts per fit (default Chinchilla's grid)."""
+    else over model sizes. `starts`: Approach 3 starts per fit (default Chinchilla's grid).
+    misspecification: each step's PI includes the extrapolation error measured on its own
+    training runs (False: noise and law spread only, the PI before that term existed)."""
     if not 0 < level < 1:
         raise UserError(f"--level: expected a level in (0, 1), got {level}")
-    fit_kw = {} if starts is None else {"starts": starts}
-    levels = _budget_levels(points)
+    # Every fit of the rollout is padded to the full data's problem size: one compilation.
+    fit_kw: dict[str, Any] = {"pad_to": len(points)}
+    if starts is not None:
+        fit_kw["starts"] = starts
+    levels = usable_budgets(points)
     steps: list[RolloutStep] = []
     if len(levels) >= 3:
         budgets = points["budget"].to_numpy(float)
@@ -134,8 +136,9 @@ def rollout(points: pd.DataFrame, *, n_bootstrap: int = 200, level: float = 0.8,
             target = points[budgets == levels[k]]
             if len(train) < MIN_TRAIN_POINTS:
                 continue
-            (law, noise, samples), shared = _step(train, target, n_bootstrap=n_bootstrap,
-                                                  level=level, seed=seed, fit_kw=fit_kw)
+            (law, noise, samples, extra), shared = _step(
+                train, target, n_bootstrap=n_bootstrap, level=level, seed=seed, fit_kw=fit_kw,
+                misspecification=misspecification)
             c = float(levels[k])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -143,7 +146,7 @@ def rollout(points: pd.DataFrame, *, n_bootstrap: int = 200, level: float = 0.8,
                                              for col in ("params", "tokens", "loss")))
             n_opt, d_opt = float(law.params_opt(c)), float(law.tokens_opt(c))
             p = predict_loss(law, n_opt, d_opt, sigma=noise.sigma, samples=samples,
-                             level=level, dof=noise.dof, seed=seed)
+                             level=level, dof=noise.dof, seed=seed, extrapolation=extra)
             steps.append(RolloutStep(
                 train=[float(x) for x in levels[:k]], target=c, **shared,
                 loss_opt_predicted=p.loss, loss_opt_observed=obs.loss_opt,
@@ -161,7 +164,7 @@ def rollout(points: pd.DataFrame, *, n_bootstrap: int = 200, level: float = 0.8,
             if len(train) < MIN_TRAIN_POINTS:
                 continue
             _, shared = _step(train, target, n_bootstrap=n_bootstrap, level=level, seed=seed,
-                              fit_kw=fit_kw)
+                              fit_kw=fit_kw, misspecification=misspecification)
             steps.append(RolloutStep(train=[float(n[n < threshold].max())],
                                      target=float(threshold), **shared))
         mode = "sizes"

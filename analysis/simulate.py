@@ -22,6 +22,8 @@ from analysis.approach2 import budget_minimum, power_laws_from_minima
 from analysis.approach3 import Approach3Result, ParametricLaw, fit_approach3, refit_many
 from scaling.errors import UserError
 
+DEFAULT_NOISE = 0.01  # relative loss noise per run when nothing better is known
+
 # Besiroglu et al. (2024), fit of Chinchilla's Figure 4 data.
 EPOCH_LAW = Approach3Result(A=482.0, B=2085.4, E=1.817, alpha=0.348, beta=0.366,
                             objective=float("nan"), n_points=240, method="published")
@@ -104,6 +106,38 @@ class SimulationReport:
                 np.nanmedian(self.samples[name])), "interval": [lo, hi], "width": hi - lo}
         return {"level": self.level, "n_sims": self.n_sims, "noise": self.noise,
                 "target_flops": self.target_flops, "estimates": rows}
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """What a design simulation draws from, and where each came from (said in its output)."""
+
+    law: Approach3Result
+    law_source: str
+    noise: float
+    noise_source: str
+
+
+def study_inputs(fit: Any | None = None, fit_path: str = "", noise: float | None = None
+                 ) -> StudyInputs:
+    """The law and noise a simulation of a planned grid uses: the fit's Approach 3 law and
+    its measured noise (`analysis.noise`: replicate spread, else residual scatter) when a
+    fit (a FitDocument) is given, else Epoch's Chinchilla law and DEFAULT_NOISE; an explicit
+    `noise` always wins."""
+    law, law_source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
+    fitted = fit.parametric("approach3")[1] if fit is not None else None
+    if fitted is not None:
+        law, law_source = fitted, fit_path or "the given fit"
+    if noise is not None:
+        return StudyInputs(law, law_source, float(noise), "--noise")
+    measured = getattr(fit, "noise", None)
+    if measured is not None and measured.sigma > 0:
+        kind = ("run-to-run noise of its replicates" if measured.source == "replicates"
+                else "residual scatter about its law, no replicates")
+        return StudyInputs(law, law_source, float(measured.sigma),
+                           f"measured by {fit_path or 'the fit'} ({kind})")
+    return StudyInputs(law, law_source, DEFAULT_NOISE,
+                       "default (no fit with measured noise; --noise to set it)")
 
 
 def simulate_study(design: pd.DataFrame, law: Approach3Result = EPOCH_LAW, *,

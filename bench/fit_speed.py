@@ -9,6 +9,11 @@ Bootstrap: ours (1,000 resamples in one batched L-BFGS, 5 starts each) against (
 five-starts-per-resample scheme as a scipy loop, timed on a subset of resamples and
 extrapolated, and (ii) the full reference grid per resample (extrapolated from (ref)).
 
+BLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set): scipy's L-BFGS-B calls BLAS on
+5-vectors, and a multi-threaded OpenBLAS on a loaded machine made each reference start ~9x
+slower (0.077 s against 0.0087 s wall, measured 2026-12-02), which would flatter the ratio.
+Both sides (our float64 polish also uses scipy) run under the same setting.
+
 Prints a table and appends a dated section to BENCHMARKS.md.
 
     .venv/bin/python bench/fit_speed.py [--ref-budget 120] [--no-write]
@@ -25,7 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads BLAS; see above
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,6 +105,9 @@ def cli_fit_times(tmp: Path) -> list[tuple[str, float]]:
     from analysis.simulate import generate_points, isoflop_design
 
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp / "jax-cache"))
+    # Python writes its bytecode caches as for any user (a sandbox may forbid it, and then
+    # every run recompiles every imported module from source, seconds under load).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = []
     for label, n_per, seed in (("300 points, empty compile cache", 30, 0),
                                ("300 points, cache warm", 30, 0),
@@ -197,7 +207,8 @@ def main(argv=None) -> int:
         "(scipy's default tolerance stops the reference early on some resamples)",
         f"- CPU time (all threads; less sensitive to other load on a shared machine): "
         f"ours {cpu_warm:.2f} s, reference {cpu_ref:.1f} s, ratio {cpu_ref / cpu_warm:.0f}x",
-        f"- load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        f"- load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(1, 5, 15 min; {os.cpu_count()} CPUs)",
         "- ours: JAX batched L-BFGS over all starts (float32 search, float64 scipy polish of "
         "the best 4); 'cold' includes JIT compilation in a fresh process; warm is the best of "
         "3 repeats",

@@ -111,3 +111,41 @@ def test_fix_E_at_or_above_the_smallest_loss_changes_nothing(tmp_path, capsys):
         assert code == 2 and "--fix-E" in err and len(err.strip().splitlines()) == 1
         assert out_path.read_text() == "{}"
     assert not math.isnan(lowest)
+
+
+def test_recommend_json_carries_its_pi_and_check_forecast_uses_it(fitted, capsys, tmp_path):
+    path, runs = fitted
+    code, out, err = cli(capsys, "recommend", "--fit", path, "--budget", 1e19, "--json")
+    assert code == 0, err
+    forecast = json.loads(out)
+    assert forecast["level"] == 0.8
+    lo, hi = forecast["loss_pi"]
+    ci = forecast["ci"]["loss"]
+    assert lo < ci[0] <= forecast["loss"] <= ci[1] < hi
+    run = runs / "ladder" / "r1"
+    (run / "result.json").write_text(json.dumps({"eval_loss": forecast["loss"]}))
+    saved = tmp_path / "forecast.json"
+    saved.write_text(out)
+    path.write_text("{}")  # the fit is gone: the forecast alone must be enough
+    code, out, err = cli(capsys, "check-forecast", saved, run, "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["pi_from"] == "forecast" and record["loss_pi"] == [lo, hi]
+    assert record["inside_pi"] and record["level"] == 0.8
+
+
+def test_fit_overestimate_penalty_is_recorded_and_checked(tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    rows = [(n, k * n, by_hand(n, k * n)) for n in (1e7, 4e7, 1.6e8) for k in (5, 20, 80)]
+    csv.write_text("params,tokens,loss\n" + "\n".join(f"{n},{d},{l}" for n, d, l in rows))
+    for bad in ("-1", "0", "nan"):
+        code, out, err = cli(capsys, "fit", csv, "--approach", "3", "--overestimate-penalty",
+                             bad)
+        assert code == 2 and "--overestimate-penalty" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs.fit.json").exists()
+    code, out, err = cli(capsys, "fit", csv, "--approach", "3", "--overestimate-penalty", 4,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["approach3"]["overestimate_penalty"] == 4.0
+    written = json.loads((tmp_path / "runs.fit.json").read_text())
+    assert written["approach3"]["overestimate_penalty"] == 4.0

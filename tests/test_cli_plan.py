@@ -130,3 +130,20 @@ def test_spec_plan_simulates_the_grid(capsys, tmp_path):
     lo, hi = (float(v) for v in line.split("[")[1].rstrip("]").split(","))
     assert f"truth {truth:.4g}" in line and lo < truth < hi and hi - lo < 0.2
     assert main(["plan", str(spec), "--simulate", "--noise", "-1"]) == 2
+
+
+def test_simulate_draws_at_the_given_fits_measured_noise(capsys, tmp_path):
+    from pathlib import Path
+
+    fit = {"approach3": {"A": 400.0, "B": 1800.0, "E": 1.7, "alpha": 0.34, "beta": 0.30,
+                         "objective": 0.0, "n_points": 30},
+           "noise": {"source": "replicates", "sigma": 0.004, "sigma_ci": [0.003, 0.005],
+                     "dof": 12, "level": 0.8}}
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(fit))
+    spec = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+    assert main(["plan", str(spec), "--runs-dir", str(tmp_path), "--simulate", "--fit",
+                 str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"0.40% loss noise, law: {path}" in out
+    assert f"noise: measured by {path} (run-to-run noise of its replicates)" in out

@@ -11,6 +11,7 @@ fit.json object with --json. `--metric NAME` fits a recorded loss-like metric in
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ from analysis.fits import FitWarning
 from analysis.forecast import fit_source_with_forecast
 from analysis.joint import JOINT_MODES, JointFit
 from analysis.labels import fit_labels, write_labelled
-from analysis.report import fmt_num
+from analysis.numfmt import fmt_num
 from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
 from scaling.fileio import to_json
@@ -51,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rolling-origin validation: fit budgets 1..k, predict k+1")
     parser.add_argument("--fix-E", type=float, default=None, metavar="VALUE", dest="fix_E",
                         help="pin the irreducible loss E of the compute-frontier law")
+    parser.add_argument("--overestimate-penalty", type=float, default=1.0, metavar="W",
+                        dest="overestimate_penalty",
+                        help="Approach 3: weight W > 1 on runs the law over-predicts, so under-tuned "
+                             "runs above it pull it up less (1 = symmetric, the default)")
     parser.add_argument("--exclude", action="append", default=[], metavar="RUN",
                         help="leave this run out (repeatable), e.g. a flagged outlier")
     parser.add_argument("--metric", default="loss", metavar="NAME",
@@ -116,6 +121,10 @@ def run_task(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    w = args.overestimate_penalty
+    if not (math.isfinite(w) and w > 0):
+        raise UserError(f"--overestimate-penalty: expected a positive number (1 = symmetric), "
+                        f"got {w}")
     if args.task is not None:
         return run_task(args)
     if run_labelled(args):
@@ -125,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                              n_bootstrap=args.bootstrap, level=args.level, seed=args.seed,
                              params_kind=args.params, holdout=args.holdout,
                              exclude=args.exclude, fix_E=args.fix_E, rollout=args.rollout,
-                             metric=args.metric)
+                             metric=args.metric, overestimate_penalty=w)
     if args.json:
         print(to_json(doc.to_dict()))
     else:
@@ -145,7 +154,8 @@ def run_labelled(args: argparse.Namespace) -> bool:
                             convention=args.convention, n_bootstrap=args.bootstrap,
                             level=args.level, seed=args.seed, params_kind=args.params,
                             holdout=args.holdout, exclude=args.exclude, fix_E=args.fix_E,
-                            rollout=args.rollout, metric=args.metric)
+                            rollout=args.rollout, metric=args.metric,
+                            overestimate_penalty=args.overestimate_penalty)
     if fitted is None:
         return False
     for w in caught:
@@ -232,6 +242,10 @@ def forecast_notes(doc: dict) -> list[str]:
         lo, hi = noise["sigma_ci"]
         out.append(f"noise: sigma {noise['sigma']:.3g} of log loss [{lo:.3g}, {hi:.3g}] "
                    f"from {noise['source']} ({noise['note']})")
+        ext = noise.get("extrapolation")
+        if ext:
+            out.append(f"extrapolation error: tau {ext['tau']:.3g} of log loss per unit "
+                       f"ln-distance beyond the fitted range ({ext['note']})")
     for o in doc.get("outliers", []):
         out.append(f"outlier: {o['run']} loss {o['loss']:.4g} vs law {o['predicted']:.4g} "
                    f"({o['z']:+.1f} sigma); leave it out with --exclude {o['run']}")

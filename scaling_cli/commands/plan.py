@@ -51,10 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="with SPEC: refit many simulated copies of this grid and print "
                              "the expected 80%% interval widths of a, N* and the loss at 10x the "
-                             "largest budget (law: the sweep's fit.json if any, else Epoch's "
-                             "fit of Chinchilla)")
-    parser.add_argument("--noise", metavar="SIGMA", default="0.01",
-                        help="with --simulate: relative loss noise per run (default 0.01)")
+                             "largest budget (law and noise: the sweep's fit.json, or --fit, if "
+                             "any, else Epoch's fit of Chinchilla at 1%% noise)")
+    parser.add_argument("--fit", metavar="FIT.json|RUNS_DIR|CSV", default=None,
+                        help="with --simulate: the fit whose law and measured noise to "
+                             "simulate (default: RUNS_DIR/SWEEP/fit.json when it exists)")
+    parser.add_argument("--noise", metavar="SIGMA", default=None,
+                        help="with --simulate: relative loss noise per run (default: the "
+                             "fit's measured noise, else 0.01)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of runs instead of a table")
 
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_spec(args: argparse.Namespace) -> int:
     rate = (None if args.tokens_per_second is None
             else positive_number(args.tokens_per_second, "--tokens-per-second"))
-    noise = check_number(args.noise, "--noise", lo=0) if args.simulate else None
+    noise = (check_number(args.noise, "--noise", lo=0)
+             if args.simulate and args.noise is not None else None)
     runs_dir = Path(args.runs_dir) if args.runs_dir is not None else hparams.default_runs_dir()
     spec = load_spec(args.spec)
     own_law = hparams.law_path(spec.name, runs_dir)
@@ -116,8 +121,8 @@ def _run_spec(args: argparse.Namespace) -> int:
               f"({hparams.law_path(recipe.name[len(hparams.FITTED_PREFIX):], runs_dir)})")
     if spec.tune is not None:
         print(_tune_lines(spec, own_law))
-    if noise is not None:
-        print(_simulation(planned, runs_dir / plan.spec.name, noise))
+    if args.simulate:
+        print(_simulation(planned, runs_dir / plan.spec.name, noise, args.fit))
     return 0
 
 
@@ -131,25 +136,26 @@ def _tune_lines(spec, law_file: Path) -> str:
             f"before the grid; law {law_file} ({state})")
 
 
-def _simulation(planned: list, sweep_dir: Path, noise: float) -> str:
+def _simulation(planned: list, sweep_dir: Path, noise: float | None,
+                fit_arg: str | None = None) -> str:
     """What a fit of this grid would pin down, from refits of simulated studies."""
     # analysis imports pandas and JAX: only --simulate pays for them, not `scaling --help`
     import pandas as pd
 
-    from analysis.fitdoc import read_fit
-    from analysis.simulate import EPOCH_LAW, simulate_study
+    from analysis.fitdoc import read_fit, resolve_fit_path
+    from analysis.simulate import simulate_study, study_inputs
 
-    law, source = EPOCH_LAW, "Epoch's fit of Chinchilla (no fit.json for this sweep yet)"
-    fit_path = sweep_dir / "fit.json"
-    fitted = read_fit(fit_path).parametric("approach3")[1] if fit_path.is_file() else None
-    if fitted is not None:
-        law, source = fitted, str(fit_path)
+    fit_path = resolve_fit_path(fit_arg) if fit_arg is not None else sweep_dir / "fit.json"
+    fit = read_fit(fit_path) if fit_arg is not None or fit_path.is_file() else None
+    inputs = study_inputs(fit, str(fit_path) if fit is not None else "", noise)
+    law, source, noise = inputs.law, inputs.law_source, inputs.noise
     design = pd.DataFrame({"params": [p.n_params for p in planned],
                            "tokens": [p.n_tokens for p in planned],
                            "budget": [p.budget for p in planned]})
     target = 10 * max(p.budget for p in planned)
     report = simulate_study(design, law, noise=noise, n_sims=200, target_flops=target)
-    lines = [f"simulated refits (200 studies of this grid, {noise:.1%} loss noise, law: {source}):"]
+    lines = [f"simulated refits (200 studies of this grid, {noise:.2%} loss noise, law: "
+             f"{source}):", f"  noise: {inputs.noise_source}"]
     for key, label in (("approach3.a", "a (Approach 3)"), ("approach2.a", "a (Approach 2)"),
                        ("approach3.params_opt", f"N* at {target:.3g}"),
                        ("approach3.loss_opt", f"loss at {target:.3g}")):

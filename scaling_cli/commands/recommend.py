@@ -13,9 +13,9 @@ from pathlib import Path
 
 from analysis import artifacts
 from analysis.fitdoc import read_fit, resolve_fit_path
+from analysis.numfmt import fmt_num
 from analysis.plots import human_count
 from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
-from analysis.report import fmt_num
 from scaling.errors import UserError
 from scaling.fileio import to_json
 
@@ -89,7 +89,8 @@ def _with_ci(rec, name: str, value, fmt) -> str:
 
 def format_recommendation(rec, fit_path) -> str:
     """The plan as a few aligned lines a person reads at a glance."""
-    level = f" ({rec.level:.0%} intervals from {rec.n_bootstrap} bootstrap fits)" if rec.level else ""
+    level = (f" ({rec.level:.0%} intervals from {rec.n_bootstrap} bootstrap fits)"
+             if rec.level and rec.n_bootstrap else "")
     lines = [f"Budget {rec.budget:.3g} FLOPs, {rec.approach}, {rec.mode.replace('_', '-')}"
              f"{level}", f"fit: {fit_path}", ""]
     kind = "non-embedding" if rec.params_kind == "non_embedding" else "total"
@@ -99,6 +100,10 @@ def format_recommendation(rec, fit_path) -> str:
                                               lambda x: f"{x:.1f}")),
             ("predicted loss", _with_ci(rec, "loss", rec.loss, fmt_num) + " nats/token"
              if rec.loss is not None else "-")]
+    if rec.loss_pi:
+        rows.append((f"{rec.level:.0%} prediction interval",
+                     f"[{fmt_num(rec.loss_pi[0])}, {fmt_num(rec.loss_pi[1])}] (one run: law, "
+                     "noise and extrapolation error)"))
     if rec.mode != "compute_optimal":
         co = rec.compute_optimal
         rows.append(("compute-optimal N, D", f"{_count(co['n_params'])}, {_count(co['n_tokens'])}"))

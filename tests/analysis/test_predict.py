@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from analysis.approach3 import Approach3Result, fit_approach3, refit_many
+from analysis.approach3 import Approach3Result, chinchilla_grid, fit_approach3, refit_many
 from analysis.bootstrap import resample_indices
+from analysis.extrapolation import estimate_extrapolation
 from analysis.noise import estimate_noise
 from analysis.predict import (
     LawSamples,
@@ -68,7 +69,8 @@ def test_ci_lies_inside_pi_and_matches_the_bootstrap(study):
 def test_80_percent_pi_covers_70_to_90_percent_of_fresh_runs():
     """Many studies from a known law with known noise: each is fitted, bootstrapped and asked
     for an 80% PI at the largest budget's optimum and at 4x beyond; fresh runs drawn there from
-    the truth should fall inside about 80% of the time."""
+    the truth should fall inside about 80% of the time, with or without the extrapolation
+    term (the law is exact here, so that term must stay small enough not to over-cover)."""
     noise, n_studies, n_boot = 0.01, 30, 60
     design = isoflop_design([1e18, 1e19, 1e20], n_per_budget=7)
     n, d = design["params"].to_numpy(float), design["tokens"].to_numpy(float)
@@ -85,15 +87,20 @@ def test_80_percent_pi_covers_70_to_90_percent_of_fresh_runs():
     theta_all = theta_all.reshape(n_studies, n_boot, 5)
     targets = [(float(EPOCH_LAW.params_opt(c)), float(EPOCH_LAW.tokens_opt(c)))
                for c in (1e20, 4e20)]
-    inside = []
+    inside, inside_ext = [], []
     for s in range(n_studies):
         law = Approach3Result.from_theta(theta_Sx5[s], math.nan, len(n))
         pts = design.assign(loss=np.exp(log_loss_SxP[s]), run=[f"r{i}" for i in range(len(n))])
         est = estimate_noise(pts, law)
         t = theta_all[s]
         samples = LawSamples(np.exp(t[:, 0]), np.exp(t[:, 1]), np.exp(t[:, 2]), t[:, 3], t[:, 4])
+        ext = estimate_extrapolation(pts, est.sigma, n_bootstrap=20, seed=s,
+                                     starts=chinchilla_grid()[::9])
         for tn, td in targets:
-            p = predict_loss(law, tn, td, sigma=est.sigma, samples=samples, dof=est.dof, seed=s)
             fresh = EPOCH_LAW.predict(tn, td) * np.exp(noise * rng.standard_normal(200))
-            inside.append(np.mean((fresh >= p.loss_pi[0]) & (fresh <= p.loss_pi[1])))
+            for out, term in ((inside, None), (inside_ext, ext)):
+                p = predict_loss(law, tn, td, sigma=est.sigma, samples=samples, dof=est.dof,
+                                 seed=s, extrapolation=term)
+                out.append(np.mean((fresh >= p.loss_pi[0]) & (fresh <= p.loss_pi[1])))
     assert 0.70 <= np.mean(inside) <= 0.90, np.mean(inside)
+    assert 0.70 <= np.mean(inside_ext) <= 0.90, np.mean(inside_ext)

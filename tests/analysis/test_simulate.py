@@ -66,3 +66,21 @@ def test_study_spread_is_centred_on_truth_and_scales_with_noise():
     assert d["estimates"]["approach3.a"]["truth"] == pytest.approx(EPOCH_LAW.a)
     with pytest.raises(UserError, match="n_sims"):
         simulate_study(des, EPOCH_LAW, n_sims=1)
+
+
+def test_study_inputs_take_the_fits_measured_noise_unless_told():
+    from analysis.fitdoc import FitDocument
+    from analysis.noise import NoiseEstimate
+    from analysis.simulate import DEFAULT_NOISE, EPOCH_LAW, study_inputs
+
+    law = EPOCH_LAW.__class__(A=400.0, B=1800.0, E=1.7, alpha=0.34, beta=0.3, objective=0.0,
+                              n_points=30)
+    noise = NoiseEstimate("replicates", 0.004, [0.003, 0.005], 12, 0.8, 6, 18, 0.006,
+                          [0.005, 0.007], 25)
+    fit = FitDocument(approaches={"approach3": law}, noise=noise)
+    got = study_inputs(fit, "runs/s/fit.json")
+    assert got.law is law and got.noise == 0.004 and "runs/s/fit.json" in got.noise_source
+    assert "replicates" in got.noise_source
+    assert study_inputs(fit, "f.json", noise=0.02).noise == 0.02
+    bare = study_inputs(None)
+    assert bare.law is EPOCH_LAW and bare.noise == DEFAULT_NOISE and "default" in bare.noise_source
