@@ -1,10 +1,13 @@
 """`scaling demo` end to end at tiny scale: lr tune, a seeded grid in replica groups, fit with
 bootstrap and rollout, recommendation, the preregistered forecast run and its check, report,
-headline; and a second invocation resumes (trains nothing) and prints the same headline."""
+headline; and a second invocation resumes (trains nothing) and prints the same headline.
+Once with the real trainer (slow), once with a stand-in trainer whose loss is a known law, so
+the forecast can be checked against the truth."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -41,11 +44,31 @@ bootstrap = 20
 """
 
 
-def _demo(tmp_path: Path) -> subprocess.CompletedProcess:
+# Stand-in for `scaling train RUN_DIR`: L = E + A / N^alpha + B / D^beta, times a seed's
+# +-0.25% jitter, plus a penalty 0.5 ln(lr / 0.02)^2 (so the tune block finds lr* = 0.02).
+LAW = {"E": 1.0, "A": 60.0, "alpha": 0.35, "B": 80.0, "beta": 0.3}
+LAW_TRAINER = f"""
+import hashlib, json, math, sys
+from pathlib import Path
+from scaling import runs
+LAW = {LAW!r}
+run_dir = Path(sys.argv[-1])
+cfg = runs.read_config_json(run_dir)
+n, d, lr = cfg["param_counts"]["total"], cfg["n_tokens"], cfg["optim"]["lr"]
+h = int(hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8], 16) / 16**8
+law = LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
+loss = law * math.exp(0.005 * (h - 0.5)) + 0.5 * math.log(lr / 0.02) ** 2
+runs.write_result(run_dir, {{"eval_loss": loss, "n_tokens": d, "n_params": n,
+                            "n_params_non_embedding": cfg["param_counts"]["non_embedding"]}})
+runs.write_status(run_dir, "done", step=cfg["n_steps"])
+"""
+
+
+def _demo(tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scaling_cli", "demo", "--spec", "tiny.toml", "--runs-dir", "runs",
          "--bootstrap", "30", "--target-factor", "2"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=900)
+        text=True, timeout=1800, env=env)
 
 
 def _read(path: Path) -> dict:
@@ -111,3 +134,34 @@ def test_demo_end_to_end_and_resume(tmp_path):
     end = out.index("time:")
     assert out[start:end] == again.stdout[again.stdout.index("recommendation for"):
                                           again.stdout.index("time:")]
+
+
+def test_demo_forecast_against_a_known_law(tmp_path):
+    """The stand-in trainer's loss is a known law (plus 0.25% seed jitter): the tuned lr is its
+    optimum, the exponent interval holds the law's a = beta / (alpha + beta), and the forecast
+    run's predicted loss is within 1% of the law at its (N, D) and scored as inside."""
+    (tmp_path / "tiny.toml").write_text(TINY_SPEC.replace("[0.03, 1, 30]", "[0.25, 1.5, 4]"))
+    (tmp_path / "trainer.py").write_text(LAW_TRAINER)
+    env = {**os.environ, "SCALING_TRAIN_CMD": json.dumps([sys.executable,
+                                                          str(tmp_path / "trainer.py")])}
+    first = _demo(tmp_path, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = tmp_path / "runs"
+    law = _read(runs / "tinydemo-tune" / "lr_law.json")
+    assert law["coef"] == pytest.approx(0.02, rel=0.05) and law["n_exp"] == 0
+    fit = _read(runs / "tinydemo" / "fit.json")
+    truth_a = LAW["beta"] / (LAW["alpha"] + LAW["beta"])
+    lo, hi = fit["approach3"]["a_ci"]
+    assert lo - 0.02 <= truth_a <= hi + 0.02
+    forecast = _read(runs / "tinydemo" / "forecast.json")
+    n, d = forecast["n_params"], forecast["n_tokens"]
+    truth = LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
+    assert forecast["loss"] == pytest.approx(truth, rel=0.01)
+    check = _read(runs / "tinydemo" / "forecast_check.json")
+    assert check["inside"] and abs(check["error"]) < 0.01
+    assert "the forecast held" in first.stdout
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/result.json")}
+    assert len(stamps) == 3 + 20 + 1
+    again = _demo(tmp_path, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/*/result.json")} == stamps
