@@ -45,7 +45,7 @@ bootstrap = 20
 
 
 # Stand-in for `scaling train RUN_DIR`: L = E + A / N^alpha + B / D^beta, times a seed's
-# +-0.25% jitter, plus a penalty 0.5 ln(lr / 0.02)^2 (so the tune block finds lr* = 0.02).
+# +-0.25% jitter, plus a penalty 5 ln(lr / 0.02)^2 (so the tune block finds lr* = 0.02).
 LAW = {"E": 1.0, "A": 60.0, "alpha": 0.35, "B": 80.0, "beta": 0.3}
 LAW_TRAINER = f"""
 import hashlib, json, math, sys
@@ -57,7 +57,7 @@ cfg = runs.read_config_json(run_dir)
 n, d, lr = cfg["param_counts"]["total"], cfg["n_tokens"], cfg["optim"]["lr"]
 h = int(hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8], 16) / 16**8
 law = LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
-loss = law * math.exp(0.005 * (h - 0.5)) + 0.5 * math.log(lr / 0.02) ** 2
+loss = law * math.exp(0.005 * (h - 0.5)) + 5 * math.log(lr / 0.02) ** 2
 runs.write_result(run_dir, {{"eval_loss": loss, "n_tokens": d, "n_params": n,
                             "n_params_non_embedding": cfg["param_counts"]["non_embedding"]}})
 runs.write_status(run_dir, "done", step=cfg["n_steps"])

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import time
 from collections import Counter
 from dataclasses import replace
@@ -46,7 +48,7 @@ from scaling_cli.commands.fit import fit_and_write, format_table
 from sweeps import hparams
 from sweeps.plan import PlannedConfig, plan_sweep
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.sweep import SweepOutcome, run_sweep
+from sweeps.sweep import TRAIN_CMD_ENV, SweepOutcome, run_sweep
 from sweeps.tune import format_law, run_tune
 
 HEADLINE = (("approach1", "Approach 1 (envelope)"), ("approach2", "Approach 2 (IsoFLOP)"),
@@ -168,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
     sweep_dir = Path(args.runs_dir) / spec.name
     times: dict[str, float] = {}
     tune_spec, grid_spec, _ = study_specs(spec)
-    law = (_timed(times, "tune", run_tune, tune_spec, args.runs_dir, workers=args.workers)
-           if spec.tune is not None else None)
+    # run_sweep reads the trainer test hook itself; the tune step is called here directly
+    train_cmd = json.loads(os.environ[TRAIN_CMD_ENV]) if os.environ.get(TRAIN_CMD_ENV) else None
+    law = (_timed(times, "tune", run_tune, tune_spec, args.runs_dir, workers=args.workers,
+                  train_cmd=train_cmd) if spec.tune is not None else None)
     outcome = _timed(times, "sweep", run_sweep, grid_spec, args.runs_dir, workers=args.workers)
     counts = _check_outcome(spec.name, outcome, args.runs_dir)
     print(f"sweep {spec.name}: {counts['done']}/{len(outcome.states)} done")
