@@ -136,6 +136,7 @@ def test_demo_end_to_end_and_resume(tmp_path):
                                           again.stdout.index("time:")]
 
 
+@pytest.mark.slow
 def test_demo_forecast_against_a_known_law(tmp_path):
     """The stand-in trainer's loss is a known law (plus 0.25% seed jitter): the tuned lr is its
     optimum, the exponent interval holds the law's a = beta / (alpha + beta), and the forecast
