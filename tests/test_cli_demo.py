@@ -92,7 +92,7 @@ def test_demo_end_to_end_and_resume(tmp_path):
     sweep = runs / "tinydemo"
     # the tune block ran and its law set the lr of every grid run
     law = _read(runs / "tinydemo-tune" / "lr_law.json")
-    assert len(list((runs / "tinydemo-tune").glob("*/result.json"))) == 3
+    assert len(list((runs / "tinydemo-tune").glob("*/config.json"))) == 3  # lr x 0.03 .. 30
     configs = [_read(p) for p in sweep.glob("*/config.json")]
     assert len(configs) == 2 * len({(c["param_counts"]["total"], c["n_tokens"]) for c in configs})
     assert {c["recipe"] for c in configs} == {"fitted:tinydemo"}
