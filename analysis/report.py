@@ -32,9 +32,10 @@ from analysis.fits import fit_points, fit_source
 from analysis.load import load_curves, load_points
 from analysis.numfmt import fmt_num
 from analysis.plots import human_count, human_flops
+from analysis.prereg import RECORD_NAME as FORECAST_CHECK_NAME
 from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
 from scaling.errors import UserError
-from scaling.fileio import atomic_write_text
+from scaling.fileio import atomic_write_text, read_json
 
 APPROACH_TITLES = {"approach1": "Approach 1", "approach2": "Approach 2",
                    "approach3": "Approach 3", "vpnls": "VPNLS"}
@@ -298,12 +299,27 @@ def _tune_section(doc: Document, law_path: Path, law) -> None:
         doc.ul(bad)
 
 
+def _forecast_check_section(doc: Document, check: Mapping[str, Any]) -> None:
+    doc.h("Preregistered forecast check")
+    lo, hi = check["loss_pi"]
+    doc.p(f"The forecast of run {check['run']} was saved before it trained, from the fit "
+          f"{check.get('fit_path') or '-'}; it is scored against the run's final eval loss.")
+    doc.table(["N", "D", "forecast loss", f"{check['level']:.0%} PI", "observed loss", "error",
+               "inside PI"],
+              [[human_count(check["forecast_n_params"]), human_count(check["forecast_n_tokens"]),
+                fmt_num(check["forecast_loss"], 4), f"[{fmt_num(lo, 4)}, {fmt_num(hi, 4)}]",
+                fmt_num(check["observed_loss"], 4), f"{check['error']:+.2%}",
+                "yes" if check["inside_pi"] else "no"]])
+
+
 def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict | None = None,
                    figures: Sequence[tuple[Path, str, str]] = (),
-                   fit_warnings: Sequence[str] = (), tune_laws: Sequence = ()) -> Document:
+                   fit_warnings: Sequence[str] = (), tune_laws: Sequence = (),
+                   forecast_check: Mapping[str, Any] | None = None) -> Document:
     """The report's content from already-loaded data, fit and recommendation. `excluded`
     counts the runs left out by reason (default: the fit's own count); `tune_laws` are
-    (path, analysis.lr_law.LrLaw) of the [tune] blocks that belong to the source."""
+    (path, analysis.lr_law.LrLaw) of the [tune] blocks that belong to the source;
+    `forecast_check`: a check-forecast record (analysis.prereg) to show."""
     doc = Document("Scaling-law report")
     col = "params"
     if fit.params_kind == "non_embedding" and "params_non_embedding" in points:
@@ -318,6 +334,8 @@ def build_document(points, fit: FitDocument, rec, *, source: str, excluded: dict
     _recommendation_section(doc, fit, rec)
     for law_path, law in tune_laws:
         _tune_section(doc, law_path, law)
+    if forecast_check:
+        _forecast_check_section(doc, forecast_check)
     worst = worst_fit_rows(points, fit, col)
     if worst:
         doc.h("Runs the parametric law fits worst")
@@ -530,8 +548,11 @@ def build_report(src: str | Path, *, fit_path: str | Path | None = None,
     figures = (_figures(out / "figures", src, points, fit, rec.budget)
                + tune_plots.tune_figures(out / "figures", tune_laws))
     excluded = (info.to_dict() if hasattr(info, "to_dict") else dict(info or {})).get("excluded")
+    check_path = src / FORECAST_CHECK_NAME  # written by check-forecast or the demo
+    check = read_json(check_path) if src.is_dir() and check_path.is_file() else None
     doc = build_document(points, fit, rec, source=str(src), excluded=excluded, figures=figures,
-                         fit_warnings=fit_warnings, tune_laws=tune_laws)
+                         fit_warnings=fit_warnings, tune_laws=tune_laws,
+                         forecast_check=check)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render_markdown(doc))
     atomic_write_text(html_path, render_html(doc))

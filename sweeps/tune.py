@@ -144,7 +144,7 @@ def run_tune(spec: SweepSpec, runs_dir: str | os.PathLike, *, workers: int | Non
                 dirs)
     run_local(dirs, workers=workers or spec.launcher.workers,
               threads_per_worker=spec.launcher.threads_per_worker, train_cmd=train_cmd,
-              on_update=on_update)
+              on_update=on_update, group_replicas=spec.launcher.group_replicas)
     return fit_tune(spec, runs_dir, planned)
 
 
