@@ -11,10 +11,13 @@ install: $(STAMP)
 
 # compat editable mode puts the checkout on sys.path, so new modules need no reinstall.
 # Re-syncs only when a lock file or pyproject changes, so a second run starts at once.
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as in some sandboxes and CI
+# images) nothing would cache .pyc files, and every process (each trainer, each CLI call)
+# would compile JAX, SciPy and pandas from source again: 7.7 s -> 2.1 s of imports here.
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(VPY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(VPY) requirements.lock requirements-dev.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(VPY) requirements.lock requirements-dev.lock
 	$(UV) pip install --quiet --python $(VPY) --no-deps --config-setting editable_mode=compat -e .
 	@touch $(STAMP)
 
@@ -24,7 +27,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 install-gpu: requirements-cuda.lock requirements-dev.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(VPY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(VPY) requirements-cuda.lock requirements-dev.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(VPY) requirements-cuda.lock requirements-dev.lock
 	$(UV) pip install --quiet --python $(VPY) --no-deps --config-setting editable_mode=compat -e .
 	@touch $(STAMP)
 
