@@ -27,7 +27,9 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +42,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from train_throughput import machine  # noqa: E402  (re-executes with the tuned env)
 
-from scaling import dispatch  # noqa: E402
+from scaling import dispatch, runs  # noqa: E402
 from scaling import mesh as mesh_lib  # noqa: E402
-from scaling.config import OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
+from scaling.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
+from scaling.data import load_tokens  # noqa: E402
 from scaling.flops import flops_all, param_counts  # noqa: E402
 from scaling.replica_groups import OPTIM_SCALARS  # noqa: E402
 from scaling.replicas import init_group, make_group_step_fn  # noqa: E402
@@ -128,6 +131,30 @@ def bench_group(size: str, n_replicas: int) -> Timed:
     return Timed(call, n_replicas * k * BATCH * SEQ, k, t_begin)
 
 
+def end_to_end(size: str, n_replicas: int, n_steps: int) -> tuple[float, float]:
+    """Wall seconds of `scaling train` on k fresh runs (the demo's data, an LR x seed sweep
+    of n_steps each): one process per run, one after another, against one process training
+    them as a group. Each side starts from an empty compilation cache (shared by its runs,
+    as in a sweep); the tokenised corpus is cached before either."""
+    data = DataConfig(source="stdlib", tokenizer="bytes", eval_tokens=32768)
+    load_tokens(data, seq_len=SEQ)
+    cfgs = [run_config(size, seed=i, lr=1e-2 * 2 ** (i / n_replicas - 0.5)).with_(
+        data=data, n_steps=n_steps) for i in range(n_replicas)]
+    walls = []
+    for grouped in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            dirs = [str(runs.init_run_dir(Path(tmp) / "runs", c)) for c in cfgs]
+            env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(Path(tmp) / "jax-cache"),
+                   "PYTHONPATH": str(REPO)}
+            cmd = [sys.executable, "-m", "scaling_cli", "train", "--quiet"]
+            t0 = time.perf_counter()
+            for argv in ([cmd + dirs] if grouped else [cmd + [d] for d in dirs]):
+                subprocess.run(argv, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - t0)
+            assert all(runs.read_status(d)["state"] == "done" for d in dirs)
+    return walls[0], walls[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(SIZES))
@@ -135,6 +162,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="per round and variant (at least one dispatch)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--end-to-end", default="", metavar="SIZE:K:STEPS,...",
+                        help="also time `scaling train` on K fresh runs of STEPS steps, "
+                             "separately and as one group (e.g. 2.9K:8:400)")
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
@@ -160,14 +190,28 @@ def main() -> None:
             print(f"{size} N={n_params:,} k={k}: separate {sep_wall:,.0f} tok/s (round spread "
                   f"{spread:.0%}), group {wall:,.0f} tok/s ({wall / sep_wall:.2f}x wall, "
                   f"{cpu / sep_cpu:.2f}x per CPU-second)", flush=True)
+    e2e_rows = []
+    for item in [x for x in args.end_to_end.split(",") if x]:
+        size, k, n_steps = item.split(":")
+        separate, grouped = end_to_end(size, int(k), int(n_steps))
+        e2e_rows.append((size, int(k), int(n_steps), separate, grouped))
+        print(f"{size} k={k} x {n_steps} steps end to end: separate {separate:.1f} s, group "
+              f"{grouped:.1f} s ({separate / grouped:.2f}x)", flush=True)
     minutes, load_after = (time.perf_counter() - t_start) / 60, os.getloadavg()
     header = ("| size | N | replicas k | steps/dispatch | k separate runs, aggregate tok/s | "
               "group of k, aggregate tok/s | group / separate (wall) | group / separate "
               "(per CPU-second) | start-up s: one run | start-up s: group |")
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 10] if rows else []
     for size, n, k, spd, sep, grp, ratio, cpu_ratio, start_one, start_group in rows:
         lines.append(f"| {size} | {n:,} | {k} | {spd} | {sep:,.0f} | {grp:,.0f} | {ratio:.2f}x | "
                      f"{cpu_ratio:.2f}x | {start_one:.1f} | {start_group:.1f} |")
+    if e2e_rows:
+        lines += [""] if lines else []
+        lines += ["| size | runs k | steps each | k `scaling train`, one after another, s | "
+                  "one `scaling train` of the group, s | separate / group |", "|" + "---|" * 6]
+        for size, k, n_steps, separate, grouped in e2e_rows:
+            lines.append(f"| {size} | {k} | {n_steps} | {separate:.1f} | {grouped:.1f} | "
+                         f"{separate / grouped:.2f}x |")
     table = "\n".join(lines)
     print(table)
     if args.no_write:
@@ -194,6 +238,10 @@ def main() -> None:
         f"Machine: {machine()}. Versions: jax {jax.__version__}, flax {flax.__version__}, optax "
         f"{optax.__version__}, Python {platform.python_version()}. XLA_FLAGS="
         f"{os.environ.get('XLA_FLAGS', '(unset)')}. {load[0].upper() + load[1:]}.\n",
+        *(["End to end (second table): wall time of `scaling train` on k fresh runs of the "
+           "demo's data (an LR x seed sweep), one process per run one after another against "
+           "one process for the group, each side from an empty compilation cache.\n"]
+          if e2e_rows else []),
         table + "\n",
     ]
     with open(REPO / "BENCHMARKS.md", "a", encoding="utf-8") as f:
