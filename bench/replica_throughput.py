@@ -165,8 +165,14 @@ def main() -> None:
     parser.add_argument("--end-to-end", default="", metavar="SIZE:K:STEPS,...",
                         help="also time `scaling train` on K fresh runs of STEPS steps, "
                              "separately and as one group (e.g. 2.9K:8:400)")
+    parser.add_argument("--compile-cache", metavar="DIR",
+                        help="persistent compilation cache for the throughput rows (their "
+                             "start-up columns then time cache loads, not compilations)")
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     sizes = [s for s in args.sizes.split(",") if s]
     ks = [int(k) for k in args.replicas.split(",") if k]
     t_start, load_before = time.perf_counter(), os.getloadavg()
@@ -234,7 +240,8 @@ def main() -> None:
         "learning rates), counting every replica's tokens. Steady state, best of "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s; 'per CPU-second' compares "
         "tokens per CPU-second of the process instead of per wall second. Start-up: state, "
-        "compilation and a first dispatch (one run's own; each run of an LR sweep pays it). "
+        "compilation and a first dispatch (one run's own; each run of an LR sweep pays it)"
+        f"{'; here from a warm compilation cache, so cache loads' if args.compile_cache else ''}. "
         f"Machine: {machine()}. Versions: jax {jax.__version__}, flax {flax.__version__}, optax "
         f"{optax.__version__}, Python {platform.python_version()}. XLA_FLAGS="
         f"{os.environ.get('XLA_FLAGS', '(unset)')}. {load[0].upper() + load[1:]}.\n",
