@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from scaling import data as data_lib
 from scaling import dispatch, runs
@@ -37,6 +38,7 @@ from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
 from scaling.evals import ExtraEvals
 from scaling.lock import RunLock, RunLocked
+from scaling.model import Transformer
 from scaling.replica_groups import OPTIM_SCALARS, group_key
 from scaling.schedules import make_schedule
 from scaling.train import (
@@ -100,6 +102,22 @@ def train_group(run_dirs, *, peak_flops: float | None = None, max_steps: int | N
 def stack_trees(trees: list):
     """One tree whose leaves are the trees' leaves stacked along a new leading axis."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def init_group(ts: TrainState, seeds: list[int]) -> dict:
+    """The fresh states of runs of `ts`'s shape with these seeds, stacked: what each run's own
+    `ts.init()` gives (the same bits: the seed is traced, the random draws are the same),
+    from one compilation for the whole group instead of one per seed."""
+    tx = ts.tx  # its state's structure and zeros do not depend on the scalars
+
+    def one(seed):
+        with nnx.use_eager_sharding(False):
+            model = Transformer(ts.cfg.model, rngs=nnx.Rngs(jax.random.key(seed)))
+        params = nnx.split(model, nnx.Param, ...)[1]
+        return {"params": params, "opt_state": tx.init(params),
+                "rng": jax.random.key_data(jax.random.key(seed))}
+
+    return jax.jit(jax.vmap(one))(np.asarray(seeds, np.int32))
 
 
 def make_group_step_fn(ts: TrainState, *, fault_step: int | None = None):
@@ -230,12 +248,14 @@ class _Group:
             if at and at not in c.steps():
                 raise UserError(f"{m.run_dir}: no checkpoint at step {at}, where the rest of its "
                                 f"group resumes (it has {c.steps()}); train it alone")
-            m._restore(c, at)
+        fresh = init_group(live[0].ts, [m.cfg.seed for m in live]) if at == 0 else None
+        for m, c in zip(live, ckpts, strict=True):
+            m._restore(c, at, fresh={} if at == 0 else None)  # the stacked state is `fresh`
             if at == 0:
                 _truncate_metrics(m.run_dir / runs.METRICS_FILE, 0, True)
         if at:
             self.say(f"resuming from step {at}")
-        self.state = stack_trees([m.state for m in live])
+        self.state = stack_trees([m.state for m in live]) if fresh is None else fresh
         for m in live:
             m.state = {}  # the stacked copy is the one that trains
         return at

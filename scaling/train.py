@@ -268,13 +268,14 @@ class _Trainer:
             f"lr {cfg.optim.lr:g} {cfg.schedule.kind}, {cfg.n_steps} steps, {self.n_dev} "
             f"{backend} device(s), {self.k} step(s)/dispatch")
 
-    def _restore(self, ckpt: Checkpointer, at: int | None = None) -> int:
-        """Resume from the newest checkpoint that restores, or from step `at` (0: fresh)."""
+    def _restore(self, ckpt: Checkpointer, at: int | None = None, fresh=None) -> int:
+        """Resume from the newest checkpoint that restores, or from step `at` (0: fresh);
+        a fresh start takes `fresh` as its state when given (a replica group inits them all)."""
         restored = None if at == 0 else ckpt.restore(self.ts.abstract, at)
         self.tracker = tracking.start(self.run_dir, step=restored[0] if restored else 0,
                                       main=self.main)
         if restored is None:
-            self.state, meta, step = self.ts.init(), {}, 0
+            self.state, meta, step = self.ts.init() if fresh is None else fresh, {}, 0
         else:
             step, self.state, meta = restored
             self.say(f"resuming from step {step}")

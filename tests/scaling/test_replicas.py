@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -33,11 +34,13 @@ from train_helpers import (  # noqa: E402
     tiny_config,
 )
 
+from scaling import mesh as mesh_lib
 from scaling import runs
 from scaling.config import OptimConfig
 from scaling.replica_groups import group_key, group_runs
-from scaling.replicas import train_group
+from scaling.replicas import init_group, stack_trees, train_group
 from scaling.train import train_run
+from scaling.train_step import TrainState
 from sweeps.launch import local
 
 PARAM_ATOL, PARAM_RTOL = 2e-5, 1e-4  # float32, after 24 steps of a 21K-parameter model
@@ -103,6 +106,18 @@ def test_group_runs_splits_by_key_and_fills_the_slots(tmp_path):
     assert groups == [tuple(a), tuple(b)]
     assert group_runs([*a, *b], min_groups=3) == [tuple(a[:2]), tuple(a[2:]), tuple(b)]
     assert group_runs(a, max_size=3) == [tuple(a[:3]), tuple(a[3:])]
+
+
+def test_group_init_is_each_runs_own_init_bit_for_bit():
+    mesh = mesh_lib.make_mesh(1)
+    cfgs = [tiny_config(seed=s, optim=OptimConfig(lr=lr)) for s, lr in ((0, 3e-3), (5, 1e-2))]
+    got = init_group(TrainState(cfgs[0], mesh), [c.seed for c in cfgs])
+    want = stack_trees([TrainState(c, mesh).init() for c in cfgs])
+    leaves_got, leaves_want = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(leaves_got) == len(leaves_want)
+    for x, y in zip(leaves_got, leaves_want, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(got["rng"][0]), np.asarray(got["rng"][1]))
 
 
 @pytest.mark.slow
