@@ -5,12 +5,16 @@ and 124M and 350M on accelerators (GPT-2 small/medium: vocabulary 50,304, batch 
 bf16 compute), all SwiGLU, RoPE, tied embeddings, AdamW, this measures side by side in one
 process:
 
-- "suite k=1":  scaling.train_step's jitted step (the real training code path), 1 step/dispatch;
-- "suite":      the same with the automatic steps-per-dispatch the trainer picks;
+- "suite k=N":  scaling.train_step's jitted step (the real training code path) with the N
+  steps per dispatch the trainer picks for the size (scaling.dispatch);
+- "suite k=1":  the same, 1 step per dispatch (variant suite-k1);
 - "plain jit":  a minimal hand-written jax.jit step of the same model (layers in lax.scan,
-  float32, jax.nn.dot_product_attention);
+  float32, jax.nn.dot_product_attention; variant plain);
 - "torch eager": the same model in PyTorch eager mode on CPU, if /tmp/torchvenv/bin/python (or
-  $TORCH_PYTHON) has torch; it runs in that interpreter as a subprocess.
+  $TORCH_PYTHON) has torch; it runs in that interpreter as a subprocess kept warm between
+  rounds (variant torch).
+On CPU the default is suite and torch, measured in interleaved rounds (suite, torch, suite,
+torch, ...), and each row reports the spread of its rounds; elsewhere suite-k1, suite, plain.
 
 All of them run in the process environment `scaling train` sets up on CPU (scaling.host_env:
 glibc's huge-page malloc tunable; torch's subprocess inherits it), so the plain reference
@@ -20,7 +24,8 @@ It prints tokens/s, step time, compile time, achieved FLOP/s of 6N work and its 
 a measured bare f32 matmul peak (and MFU against the datasheet peak on known accelerators),
 and appends a dated section to BENCHMARKS.md. Usage:
     .venv/bin/python bench/train_throughput.py [--sizes 100K,1M,10M] [--batch 16 --seq 256]
-        [--seconds 6] [--no-write]      (defaults depend on the backend, see above)
+        [--seconds 3 --rounds 5] [--variants suite,torch] [--no-write]
+    (defaults depend on the backend, see above)
 """
 
 from __future__ import annotations
@@ -203,7 +208,7 @@ def bench_plain(cfg: ModelConfig, batch: int) -> Timed:
 TORCH_SCRIPT = r"""
 import json, sys, time, math
 import torch, torch.nn as nn, torch.nn.functional as F
-n_layers, d, h, k, f, V, B, L, seconds = json.loads(sys.argv[1])
+n_layers, d, h, k, f, V, B, L = json.loads(sys.argv[1])
 torch.manual_seed(0)
 
 class Block(nn.Module):
@@ -256,13 +261,14 @@ def step():
     return loss
 t0 = time.perf_counter(); step(); first = time.perf_counter() - t0
 step()
-n, t0 = 0, time.perf_counter()
-while n < 3 or time.perf_counter() - t0 < seconds:
-    step(); n += 1
-el = time.perf_counter() - t0
-print(json.dumps({"compile_s": first, "tokens_per_s": n * B * L / el, "step_s": el / n, "k": 1,
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "n_params": sum(p.numel() for p in model.parameters())}))
+print(json.dumps({"compile_s": first, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "n_params": sum(p.numel() for p in model.parameters())}), flush=True)
+for line in sys.stdin:  # one measuring round per line: its length in seconds
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < float(line):
+        step(); n += 1
+    el = time.perf_counter() - t0
+    print(json.dumps({"tokens_per_s": n * B * L / el, "step_s": el / n}), flush=True)
 """
 
 
@@ -276,30 +282,38 @@ def torch_python() -> str | None:
 
 
 class TorchTimed:
-    """PyTorch eager in its own interpreter; each measuring round is one subprocess."""
+    """PyTorch eager in its own interpreter, kept running between rounds (warm, like the JAX
+    steps): each `measure` asks it for one measuring round over a pipe."""
 
     def __init__(self, python: str, cfg: ModelConfig, batch: int) -> None:
-        self.python, self.cfg, self.batch, self.k = python, cfg, batch, 1
-        self.info = self._run(0.5)
-        self.compile_s = self.info["compile_s"]  # first eager step (allocations, no compile)
-
-    def _run(self, seconds: float) -> dict:
-        cfg = self.cfg
+        self.k = 1
         args = json.dumps([cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff,
-                           cfg.vocab_size, self.batch, cfg.seq_len, seconds])
+                           cfg.vocab_size, batch, cfg.seq_len])
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
             f.write(TORCH_SCRIPT)
-        try:
-            out = subprocess.run([self.python, f.name, args], capture_output=True, text=True,
-                                 timeout=900)
-        finally:
-            os.unlink(f.name)
-        if out.returncode != 0:
-            raise RuntimeError(f"torch failed: {out.stderr[-500:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        self.script = f.name
+        self.proc = subprocess.Popen([python, self.script, args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info = self._reply()
+        self.compile_s = self.info["compile_s"]  # first eager step (allocations, no compile)
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            raise RuntimeError(f"torch failed (exit {self.proc.wait()})")
+        return json.loads(line)
 
     def measure(self, seconds: float) -> float:
-        return self._run(seconds)["tokens_per_s"]
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+        return self._reply()["tokens_per_s"]
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait()
+        os.unlink(self.script)
 
 
 # ----------------------------------------------------------------------------- peak
@@ -337,20 +351,86 @@ def machine() -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| size | N | variant | tokens/s | step ms | compile s | GFLOP/s (6N) | "
-              "of matmul peak | MFU | vs plain jit | vs torch eager |")
-    lines = [header, "|" + "---|" * 11]
+    header = ("| size | N | variant | tokens/s | rounds spread | step ms | compile s | "
+              "GFLOP/s (6N) | of matmul peak | MFU | vs plain jit | vs torch eager (per round) |")
+    lines = [header, "|" + "---|" * 12]
 
-    def opt(x, fmt):
-        return "n/a" if x is None else format(x, fmt)
+    def opt(x, fmt, suffix=""):
+        return "n/a" if x is None else format(x, fmt) + suffix
 
     for r in rows:
+        vs_torch = opt(r["vs_torch"], ".2f", "x")
+        if r.get("round_ratios"):
+            vs_torch += f" ({min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f})"
         lines.append(
             f"| {r['size']} | {r['n_params']:,} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
-            f"{r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | "
-            f"{r['frac_matmul_peak']:.0%} | {opt(r['mfu'], '.1%')} | {r['vs_plain']:.2f}x | "
-            f"{opt(r['vs_torch'], '.2f')}{'' if r['vs_torch'] is None else 'x'} |")
+            f"{r['spread']:.0%} | {r['step_s'] * 1e3:.1f} | {r['compile_s']:.1f} | "
+            f"{r['achieved_flops'] / 1e9:.1f} | {r['frac_matmul_peak']:.0%} | "
+            f"{opt(r['mfu'], '.1%')} | {opt(r['vs_plain'], '.2f', 'x')} | {vs_torch} |")
     return "\n".join(lines)
+
+
+VARIANTS = ("suite", "suite-k1", "plain", "torch")
+DEFAULT_VARIANTS = {"cpu": "suite,torch", "accelerator": "suite-k1,suite,plain"}
+
+
+def size_variants(cfg: ModelConfig, batch: int, backend: str, wanted: list[str],
+                  tpy: str | None) -> list[tuple[str, Callable[[], Timed | TorchTimed]]]:
+    """(row name, constructor) of the variants asked for, suite first: 'suite' is the
+    trainer's step with the steps per dispatch it picks for this size."""
+    k_auto = auto_steps_per_dispatch(6 * param_counts(cfg)["total"] * batch * cfg.seq_len,
+                                     backend)
+    out: list[tuple[str, Callable[[], Timed | TorchTimed]]] = []
+    if "suite-k1" in wanted and k_auto > 1:
+        out.append(("suite k=1", partial(bench_suite, cfg, 1, batch)))
+    if "suite" in wanted or ("suite-k1" in wanted and k_auto == 1):
+        out.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto, batch)))
+    if "plain" in wanted:
+        out.append(("plain jit", partial(bench_plain, cfg, batch)))
+    if "torch" in wanted and tpy:
+        out.append(("torch eager", partial(TorchTimed, tpy, cfg, batch)))
+    return out
+
+
+def measure_size(size: str, cfg: ModelConfig, batch: int, variants, rounds: int,
+                 seconds: float) -> list[dict]:
+    """Rounds interleave the variants (suite, torch, suite, torch, ...), so load from other
+    jobs and the machine's drift hit them alike; each row reports the median round, the
+    spread of its rounds, and against torch the ratio of the rounds taken side by side."""
+    n_params = param_counts(cfg)["total"]
+    timers = {name: make() for name, make in variants}
+    for timer in timers.values():  # an unrecorded round: caches, allocator and threads warm
+        timer.measure(min(seconds, 1.0))
+    rates: dict[str, list[float]] = {name: [] for name in timers}
+    for i in range(rounds):
+        for name, timer in timers.items():
+            rates[name].append(timer.measure(seconds))
+        print(f"{size:>5} round {i + 1}/{rounds}: " + ", ".join(
+            f"{name} {rates[name][-1]:,.0f}" for name in timers) + " tok/s", flush=True)
+    rows = []
+    for name, timer in timers.items():
+        tps = float(np.median(rates[name]))
+        r = {"size": size, "n_params": n_params, "variant": name, "tokens_per_s": tps,
+             "step_s": batch * cfg.seq_len / tps, "compile_s": timer.compile_s, "k": timer.k,
+             "achieved_flops": tps * 6 * n_params,
+             "spread": (max(rates[name]) - min(rates[name])) / tps, "rounds": rates[name]}
+        if isinstance(timer, TorchTimed):
+            r["torch"] = timer.info["torch"]
+            timer.close()
+        rows.append(r)
+    torch_rates = rates.get("torch eager")
+    plain = next((r["tokens_per_s"] for r in rows if r["variant"] == "plain jit"), None)
+    for r in rows:
+        r["vs_plain"] = r["tokens_per_s"] / plain if plain else None
+        r["vs_torch"] = r["tokens_per_s"] / float(np.median(torch_rates)) if torch_rates else None
+        r["round_ratios"] = ([a / b for a, b in zip(r["rounds"], torch_rates, strict=True)]
+                             if torch_rates and r["variant"] != "torch eager" else None)
+        print(f"{size:>5} {n_params:>10,} {r['variant']:<12} {r['tokens_per_s']:>10,.0f} tok/s  "
+              f"step {r['step_s'] * 1e3:8.1f} ms  compile {r['compile_s']:6.1f} s  "
+              f"rounds spread {r['spread']:.0%}"
+              + (f"  vs torch {r['vs_torch']:.2f}x (rounds {min(r['round_ratios']):.2f}-"
+                 f"{max(r['round_ratios']):.2f})" if r["round_ratios"] else ""), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -358,64 +438,44 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help=f"comma-separated, of {', '.join(SIZES)}")
     parser.add_argument("--batch", type=int, default=None, help="sequences per step")
     parser.add_argument("--seq", type=int, default=None, help="tokens per sequence")
-    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per variant")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="measuring time per variant per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (default: "
+                             f"{DEFAULT_VARIANTS['cpu']} on CPU, {DEFAULT_VARIANTS['accelerator']} "
+                             "elsewhere)")
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     backend = jax.default_backend()
-    sizes, batch, seq = DEFAULTS["cpu" if backend == "cpu" else "accelerator"]
+    kind = "cpu" if backend == "cpu" else "accelerator"
+    sizes, batch, seq = DEFAULTS[kind]
     sizes, batch, seq = args.sizes or sizes, args.batch or batch, args.seq or seq
+    wanted = (args.variants or DEFAULT_VARIANTS[kind]).split(",")
+    unknown = sorted(set(wanted) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; expected some of "
+                     f"{', '.join(VARIANTS)}")
 
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
     peak_mm = matmul_peak()
     peak_dev = device_peak_flops()
     tpy = None if args.no_torch or backend != "cpu" else torch_python()
-    print(f"machine: {machine()}\nbare f32 matmul (1024^3): {peak_mm / 1e9:.1f} GFLOP/s", flush=True)
+    print(f"machine: {machine()}\nbare f32 matmul (1024^3): {peak_mm / 1e9:.1f} GFLOP/s\n"
+          f"load average: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+          flush=True)
     rows = []
     for size in sizes.split(","):
         cfg = model_config(size, seq)
-        n_params = param_counts(cfg)["total"]
-        flops_per_token = 6 * n_params
-        k_auto = auto_steps_per_dispatch(flops_per_token * batch * seq, backend)
-        variants: list[tuple[str, Callable[[], Timed | TorchTimed]]] = [
-            ("suite k=1", partial(bench_suite, cfg, 1, batch))]
-        if k_auto > 1:
-            variants.append((f"suite k={k_auto}", partial(bench_suite, cfg, k_auto, batch)))
-        variants.append(("plain jit", partial(bench_plain, cfg, batch)))
-        if tpy:
-            variants.append(("torch eager", partial(TorchTimed, tpy, cfg, batch)))
-        timers = {name: make() for name, make in variants}
-        # Rounds interleave the variants, so load from other jobs hits them alike; the
-        # median round is reported.
-        rates: dict[str, list[float]] = {name: [] for name in timers}
-        for _ in range(args.rounds):
-            for name, timer in timers.items():
-                rates[name].append(timer.measure(args.seconds / args.rounds))
-        results = {}
-        for name, timer in timers.items():
-            tps = float(np.median(rates[name]))
-            r = {"tokens_per_s": tps, "step_s": batch * seq / tps, "compile_s": timer.compile_s,
-                 "k": timer.k, "achieved_flops": tps * flops_per_token,
-                 "spread": (max(rates[name]) - min(rates[name])) / tps}
-            if isinstance(timer, TorchTimed):
-                r["torch"] = timer.info["torch"]
-            results[name] = r
-            print(f"{size:>5} {n_params:>10,} {name:<20} {tps:>10,.0f} tok/s  "
-                  f"step {r['step_s'] * 1e3:8.1f} ms  compile {r['compile_s']:6.1f} s  "
-                  f"{r['achieved_flops'] / 1e9:6.1f} GFLOP/s  (rounds spread {r['spread']:.0%})",
-                  flush=True)
-        del timers
-        ref_torch = results.get("torch eager", {}).get("tokens_per_s")
-        ref_plain = results["plain jit"]["tokens_per_s"]
-        for name, r in results.items():
-            rows.append({
-                "size": size, "n_params": n_params, "variant": name, **r,
-                "vs_plain": r["tokens_per_s"] / ref_plain,
-                "vs_torch": r["tokens_per_s"] / ref_torch if ref_torch else None,
-                "frac_matmul_peak": r["achieved_flops"] / peak_mm,
-                "mfu": r["achieved_flops"] / peak_dev if peak_dev else None,
-            })
+        rows += measure_size(size, cfg, batch, size_variants(cfg, batch, backend, wanted, tpy),
+                             args.rounds, args.seconds)
+    for r in rows:
+        r["frac_matmul_peak"] = r["achieved_flops"] / peak_mm
+        r["mfu"] = r["achieved_flops"] / peak_dev if peak_dev else None
+    load_after = os.getloadavg()
+    elapsed = time.perf_counter() - t_start
 
     table = markdown_table(rows)
     print(table)
@@ -436,10 +496,15 @@ def main() -> None:
         f"peak measured here: {peak_mm / 1e9:.1f} GFLOP/s. 'suite k=N' is scaling.train_step's step "
         "with N optimizer steps per dispatch; 'plain jit' a minimal hand-written jax.jit step "
         "of the same model; tokens/s are steady state (compile excluded), the median of "
-        f"{args.rounds} rounds that interleave the variants. Process environment (all "
+        f"{args.rounds} rounds of {args.seconds:g} s that interleave the variants; 'rounds "
+        "spread' is (max - min) / median of a variant's rounds, and the range after the ratio "
+        "to torch that of the rounds' own ratios (each suite round against the torch round "
+        "beside it). Process environment (all "
         f"variants, torch included): XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
-        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}. Load average before the "
-        f"run: {load_before:.2f} (the benchmark itself keeps ~2 cores busy).\n",
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}. Load average (1/5/15 min) "
+        f"before the run: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after: "
+        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (the benchmark itself keeps "
+        f"~2 cores busy); the whole run took {elapsed / 60:.1f} min.\n",
         table + "\n",
     ]
     path = REPO / "BENCHMARKS.md"

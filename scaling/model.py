@@ -80,6 +80,7 @@ included here.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -112,12 +113,17 @@ def rms_norm(x: jax.Array, scale: jax.Array) -> jax.Array:
     return x * inv_rms * scale
 
 
-def rope_angles(seq_len: int, head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """cos and sin tables, each (L, head_dim // 2), in float32."""
+def rope_angles(seq_len: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin tables, each (L, head_dim // 2), in float32.
+
+    NumPy at trace time, so they enter the program as constants: computed inside jit, XLA
+    fused the cos/sin into every consumer and evaluated them once per element of the
+    (B, L, H, K) activations, ~2% of a CPU training step at 100K parameters."""
     half = head_dim // 2
-    inv_freq_half = 1.0 / (ROPE_THETA ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / head_dim))
-    angle_LxHalf = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq_half[None, :]
-    return jnp.cos(angle_LxHalf), jnp.sin(angle_LxHalf)
+    exponent_half = np.arange(half, dtype=np.float32) * np.float32(2.0) / np.float32(head_dim)
+    inv_freq_half = np.float32(1.0) / np.power(np.float32(ROPE_THETA), exponent_half)
+    angle_LxHalf = np.arange(seq_len, dtype=np.float32)[:, None] * inv_freq_half[None, :]
+    return np.cos(angle_LxHalf), np.sin(angle_LxHalf)
 
 
 def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array, sin_LxHalf: jax.Array) -> jax.Array:
@@ -129,6 +135,52 @@ def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array, sin_LxHalf: jax.Arra
     sin = sin_LxHalf[None, :, None, :]
     rotated = [x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest]
     return jnp.concatenate(rotated, axis=-1).astype(x_BxLxHxK.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_transposed_grad(x_TxC, w_CxO, out_dtype):
+    return jnp.matmul(x_TxC, w_CxO, preferred_element_type=out_dtype)
+
+
+def _matmul_fwd(x_TxC, w_CxO, out_dtype):
+    return _matmul_transposed_grad(x_TxC, w_CxO, out_dtype), (x_TxC, w_CxO)
+
+
+def _matmul_bwd(out_dtype, residuals, g_TxO):
+    x_TxC, w_CxO = residuals
+    g_TxO = g_TxO.astype(x_TxC.dtype)
+    dx_TxC = jnp.matmul(g_TxO, w_CxO.T, preferred_element_type=jnp.float32)
+    # The weight gradient contracts the token axis, the leading axis of both operands; an
+    # explicit transpose of the narrower one makes it a plain row-major matmul.
+    if x_TxC.shape[1] <= g_TxO.shape[1]:
+        dw_CxO = jnp.matmul(x_TxC.T, g_TxO, preferred_element_type=jnp.float32)
+    else:
+        dw_CxO = jnp.matmul(g_TxO.T, x_TxC, preferred_element_type=jnp.float32).T
+    return dx_TxC.astype(x_TxC.dtype), dw_CxO.astype(w_CxO.dtype)
+
+
+_matmul_transposed_grad.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def dense(x: jax.Array, w: jax.Array, n_contract: int = 1, out_dtype=None) -> jax.Array:
+    """Contract the last `n_contract` axes of x with the first `n_contract` axes of w
+    (e.g. x_BxLxD, w_DxHxK -> BxLxHxK), in w's dtype, accumulating in `out_dtype`.
+
+    On CPU through a custom VJP: XLA:CPU computed each weight gradient (a contraction over
+    the B x L token rows of two row-major activations) by first writing one activation
+    transposed from inside an elementwise fusion (a strided store) and handing the dot to
+    Eigen; with the narrower operand transposed explicitly the same gradient is a plain
+    matmul. MLP forward + backward 1.4-1.6x faster at d_model 64-320 (2-core Xeon).
+    Elsewhere a plain einsum."""
+    lead, contract, out = x.shape[:-n_contract], w.shape[:n_contract], w.shape[n_contract:]
+    if jax.default_backend() != "cpu":
+        x_axes = "abcdefgh"[:len(lead)] + "pqrs"[:n_contract]
+        w_axes = "pqrs"[:n_contract] + "wxyz"[:len(out)]
+        return jnp.einsum(f"{x_axes},{w_axes}->{x_axes[:len(lead)]}{w_axes[n_contract:]}", x, w,
+                          preferred_element_type=out_dtype)
+    x_TxC = x.reshape(math.prod(lead), math.prod(contract))
+    w_CxO = w.reshape(math.prod(contract), math.prod(out))
+    return _matmul_transposed_grad(x_TxC, w_CxO, out_dtype).reshape(*lead, *out)
 
 
 ATTENTION_KINDS = ("auto", "xla", "cudnn", "chunked")
@@ -201,9 +253,9 @@ def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig, cos_LxHalf:
         return layer[name].astype(compute_dtype)
 
     h_BxLxD = rms_norm(x_BxLxD, layer["attn_norm"]).astype(compute_dtype)
-    q_BxLxHxK = jnp.einsum("bld,dhk->blhk", h_BxLxD, w("wq"))
-    k_BxLxHxK = jnp.einsum("bld,dhk->blhk", h_BxLxD, w("wk"))
-    v_BxLxHxK = jnp.einsum("bld,dhk->blhk", h_BxLxD, w("wv"))
+    q_BxLxHxK = dense(h_BxLxD, w("wq"))
+    k_BxLxHxK = dense(h_BxLxD, w("wk"))
+    v_BxLxHxK = dense(h_BxLxD, w("wv"))
     if cfg.qk_norm:
         q_BxLxHxK = rms_norm(q_BxLxHxK, layer["q_norm"]).astype(compute_dtype)
         k_BxLxHxK = rms_norm(k_BxLxHxK, layer["k_norm"]).astype(compute_dtype)
@@ -213,16 +265,16 @@ def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig, cos_LxHalf:
     q_BxLxHxK = apply_rope(q_BxLxHxK, cos_LxHalf, sin_LxHalf)
     k_BxLxHxK = apply_rope(k_BxLxHxK, cos_LxHalf, sin_LxHalf)
     att_BxLxHxK = attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, attention_kind, compute_dtype)
-    x_BxLxD = x_BxLxD + jnp.einsum("blhk,hkd->bld", att_BxLxHxK, w("wo")).astype(x_BxLxD.dtype)
+    x_BxLxD = x_BxLxD + dense(att_BxLxHxK, w("wo"), 2).astype(x_BxLxD.dtype)
 
     h_BxLxD = rms_norm(x_BxLxD, layer["mlp_norm"]).astype(compute_dtype)
-    up_BxLxF = jnp.einsum("bld,df->blf", h_BxLxD, w("w_up"))
+    up_BxLxF = dense(h_BxLxD, w("w_up"))
     if cfg.mlp == "swiglu":
-        gate_BxLxF = jnp.einsum("bld,df->blf", h_BxLxD, w("w_gate"))
+        gate_BxLxF = dense(h_BxLxD, w("w_gate"))
         act_BxLxF = jax.nn.silu(gate_BxLxF) * up_BxLxF
     else:
         act_BxLxF = jax.nn.gelu(up_BxLxF)
-    out_BxLxD = jnp.einsum("blf,fd->bld", act_BxLxF, w("w_down"))
+    out_BxLxD = dense(act_BxLxF, w("w_down"))
     return x_BxLxD + out_BxLxD.astype(x_BxLxD.dtype)
 
 
@@ -296,11 +348,9 @@ class Transformer(nnx.Module):
         x_BxLxD, _ = jax.lax.scan(body, x_BxLxD, self.blocks.stacked(), unroll=self.scan_unroll)
         h_BxLxD = rms_norm(x_BxLxD, self.final_norm[...]).astype(dtype)
         if cfg.tie_embeddings:
-            logits_BxLxV = jnp.einsum("bld,vd->blv", h_BxLxD, embed_VxD.astype(dtype),
-                                      preferred_element_type=jnp.float32)
+            logits_BxLxV = dense(h_BxLxD, embed_VxD.astype(dtype).T, out_dtype=jnp.float32)
         else:
-            logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD, self.unembed[...].astype(dtype),
-                                      preferred_element_type=jnp.float32)
+            logits_BxLxV = dense(h_BxLxD, self.unembed[...].astype(dtype), out_dtype=jnp.float32)
         logits_BxLxV = logits_BxLxV.astype(jnp.float32)
         if cfg.parameterization == "mup":  # the output multiplier 1 / width_mult
             logits_BxLxV = logits_BxLxV * (1.0 / cfg.width_mult)
