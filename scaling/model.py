@@ -126,7 +126,8 @@ def rope_angles(seq_len: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(angle_LxHalf), np.sin(angle_LxHalf)
 
 
-def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array, sin_LxHalf: jax.Array) -> jax.Array:
+def apply_rope(x_BxLxHxK: jax.Array, cos_LxHalf: jax.Array | np.ndarray,
+               sin_LxHalf: jax.Array | np.ndarray) -> jax.Array:
     """Rotate channel pairs (i, i + K//2) by position-dependent angles (float32 math)."""
     half = cos_LxHalf.shape[-1]
     x = x_BxLxHxK.astype(jnp.float32)
@@ -246,8 +247,9 @@ def attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kind: str, compute_dtype) -> jax.
                                         implementation="cudnn" if impl == "cudnn" else "xla")
 
 
-def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig, cos_LxHalf: jax.Array,
-                  sin_LxHalf: jax.Array, compute_dtype, attention_kind: str = "auto") -> jax.Array:
+def block_forward(layer: dict, x_BxLxD: jax.Array, cfg: ModelConfig,
+                  cos_LxHalf: jax.Array | np.ndarray, sin_LxHalf: jax.Array | np.ndarray,
+                  compute_dtype, attention_kind: str = "auto") -> jax.Array:
     """One pre-norm block. `layer` holds one layer's slice of the stacked parameters."""
     def w(name):
         return layer[name].astype(compute_dtype)
