@@ -51,7 +51,7 @@ from analysis.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from analysis.fitdoc import FitDocument, metric_slug
+from analysis.fitdoc import FitDocument, metric_slug, resolve_saved_fit
 from analysis.fits import fit_points, with_params_kind
 from analysis.forecast import forecast_blocks
 from analysis.load import LoadInfo, load_points
@@ -412,19 +412,9 @@ def default_task_fit_path(src: str | Path, task: str) -> Path:
 
 def resolve_task_fit_path(arg: str | Path, task: str) -> Path:
     """A task fit given directly (.json), or the saved one of a runs directory or CSV."""
-    path = Path(arg)
-    if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise UserError(f"--fit {path}: no such file")
-        return path
-    if path.suffix.lower() == ".csv" or path.is_dir():
-        saved = default_task_fit_path(path, task)
-        if not saved.is_file():
-            raise UserError(f"--fit {path}: no saved fit of task {task!r} at {saved}; run "
-                            f"`scaling fit {path} --task {task}` first")
-        return saved
-    raise UserError(f"--fit {path}: expected a task fit .json, a runs directory or a CSV "
-                    "that exists")
+    return resolve_saved_fit(arg, lambda src: default_task_fit_path(src, task),
+                             what=f"fit of task {task!r}", fit_args=f" --task {task}",
+                             expected="a task fit .json")
 
 
 def read_task_fit(path: str | Path, task: str | None = None) -> TaskFit:

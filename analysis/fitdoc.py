@@ -240,17 +240,26 @@ def metric_slug(metric: str) -> str:
 
 def resolve_fit_path(arg: str | Path) -> Path:
     """A fit.json given directly, or the saved one of a runs directory or CSV."""
+    return resolve_saved_fit(arg, default_fit_path, what="fit", fit_args="",
+                             expected="a fit.json")
+
+
+def resolve_saved_fit(arg: str | Path, saved_path: Callable[[Path], Path], *, what: str,
+                      fit_args: str, expected: str) -> Path:
+    """`--fit ARG`: a .json file given directly, or `saved_path(ARG)` of a runs directory or
+    CSV, which `scaling fit ARG<fit_args>` writes; `what` and `expected` word the errors."""
     path = Path(arg)
     if path.suffix.lower() == ".json":
         if not path.is_file():
             raise UserError(f"--fit {path}: no such file")
         return path
     if path.suffix.lower() == ".csv" or path.is_dir():
-        fit_path = default_fit_path(path)
+        fit_path = saved_path(path)
         if not fit_path.is_file():
-            raise UserError(f"--fit {path}: no saved fit at {fit_path}; run `scaling fit {path}` first")
+            raise UserError(f"--fit {path}: no saved {what} at {fit_path}; run "
+                            f"`scaling fit {path}{fit_args}` first")
         return fit_path
-    raise UserError(f"--fit {path}: expected a fit.json, a runs directory or a CSV that exists")
+    raise UserError(f"--fit {path}: expected {expected}, a runs directory or a CSV that exists")
 
 
 def read_fit(path: str | Path) -> FitDocument:
