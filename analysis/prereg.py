@@ -103,6 +103,8 @@ def fit_sweeps(fit: FitDocument) -> set[str]:
     else those under its source directory (empty when its source is a CSV)."""
     if fit.sweeps:
         return set(fit.sweeps)
+    if not fit.source:  # Path("") is the working directory: an unknown source is no sweep
+        return set()
     source = Path(fit.source)
     if not source.is_dir():
         return set()
