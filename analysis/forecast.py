@@ -88,16 +88,23 @@ def fit_source_with_forecast(src: str | Path, *, approaches: str | tuple = "all"
         if exclude:
             curves = curves[~curves["run"].astype(str).isin(list(exclude))]
     doc = fit_points(points, info, curves, approaches=approaches, metric=metric, **options)
-    n_boot = options.get("n_bootstrap") or ROLLOUT_BOOTSTRAP
+    return replace(with_forecast(doc, points, fix_E=fix_E, rollout=rollout, **options),
+                   excluded_runs=tuple(exclude))
+
+
+def with_forecast(doc: FitDocument, points: pd.DataFrame, *, fix_E: float | None = None,
+                  rollout: bool = False, **options: Any) -> FitDocument:
+    """`doc` (fitted from `points`) with its forecast blocks as typed fields; `options` as
+    for fit_points (n_bootstrap, level and seed size the rollout)."""
     blocks = forecast_blocks(points, doc.approaches, fix_E=fix_E, rollout=rollout,
-                             n_bootstrap=n_boot, level=options.get("level", 0.8),
-                             seed=options.get("seed", 0))
+                             n_bootstrap=options.get("n_bootstrap") or ROLLOUT_BOOTSTRAP,
+                             level=options.get("level", 0.8), seed=options.get("seed", 0))
     if "noise" in blocks:
         blocks["noise"] = NoiseEstimate.from_dict(blocks["noise"])
         blocks["outliers"] = tuple(blocks["outliers"])
     if "sweeps" in blocks:
         blocks["sweeps"] = tuple(blocks["sweeps"])
-    return replace(doc, **blocks, excluded_runs=tuple(exclude))
+    return replace(doc, **blocks)
 
 
-__all__ = ["fit_source_with_forecast", "ROLLOUT_BOOTSTRAP", "check_fixed_E", "exclude", "forecast_blocks"]
+__all__ = ["fit_source_with_forecast", "with_forecast", "ROLLOUT_BOOTSTRAP", "check_fixed_E", "exclude", "forecast_blocks"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ from analysis.bootstrap import bootstrap
 from analysis.compare import Contender, fit_throughput
 from analysis.fitdoc import FitDocument, write_fit
 from analysis.fits import fit_all, fit_points
-from analysis.forecast import forecast_blocks
+from analysis.forecast import with_forecast
 from analysis.joint import JointFit, check_mode, fit_joint
 from analysis.load import load_points
-from analysis.noise import NoiseEstimate, exclude_runs
+from analysis.noise import exclude_runs
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_json
 from scaling.runs import measured_tokens_per_s
@@ -82,15 +82,7 @@ def _fit_one(points: pd.DataFrame, info: dict, label: str, options: dict) -> Fit
     info = {**info, "source": f"{info.get('source', '')}#label={label}"}
     fix_E, rollout = options.pop("fix_E", None), options.pop("rollout", False)
     doc = fit_points(points, info, None, **options)
-    blocks = forecast_blocks(points, doc.approaches, fix_E=fix_E, rollout=rollout,
-                             n_bootstrap=options.get("n_bootstrap") or 200,
-                             level=options.get("level", 0.8), seed=options.get("seed", 0))
-    if "noise" in blocks:
-        blocks["noise"] = NoiseEstimate.from_dict(blocks["noise"])
-        blocks["outliers"] = tuple(blocks["outliers"])
-    if "sweeps" in blocks:
-        blocks["sweeps"] = tuple(blocks["sweeps"])
-    return replace(doc, **blocks)
+    return with_forecast(doc, points, fix_E=fix_E, rollout=rollout, **options)
 
 
 def fit_labels(src: str | Path, *, label_column: str | None = None, joint: str | None = None,
