@@ -31,6 +31,7 @@ from analysis.compare import Contender, fit_throughput
 from analysis.fitdoc import FitDocument, write_fit
 from analysis.fits import fit_all, fit_points
 from analysis.forecast import with_forecast
+from analysis.frontier import check_fixed_E
 from analysis.joint import JointFit, check_mode, fit_joint
 from analysis.load import load_points
 from analysis.noise import exclude_runs
@@ -81,6 +82,8 @@ def label_fit_path(fit_path: str | Path, label: str) -> Path:
 def _fit_one(points: pd.DataFrame, info: dict, label: str, options: dict) -> FitDocument:
     info = {**info, "source": f"{info.get('source', '')}#label={label}"}
     fix_E, rollout = options.pop("fix_E", None), options.pop("rollout", False)
+    if fix_E is not None:  # as for an unlabelled fit: refused before anything is fitted
+        check_fixed_E(fix_E, points["loss"])
     doc = fit_points(points, info, None, **options)
     return with_forecast(doc, points, fix_E=fix_E, rollout=rollout, **options)
 

@@ -165,6 +165,14 @@ def test_fit_per_label_and_joint(labelled_csv, tmp_path, capsys):
     assert code == 2 and "--joint: expected at least 2 labels" in err
 
 
+def test_labelled_fit_refuses_fix_e_above_a_labels_losses(labelled_csv, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "fit", labelled_csv, "--label-column", "variant",
+                           "--fix-E", "100", "-o", tmp_path / "fit.json")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--fix-E: expected a value in [0, " in err and err.startswith("scaling fit: error: label")
+    assert not list(tmp_path.glob("fit*.json"))
+
+
 def test_spec_label_is_checked(tmp_path):
     with pytest.raises(spec.UserError, match="label: expected letters"):
         spec.parse_spec({"name": "x", "label": "a b", "budgets": [1e10]})
