@@ -10,6 +10,13 @@ fed its replica's slice of every dispatch): its RunLock, metrics.jsonl, divergen
 status, checkpoints and result.json, in the exact formats of a solo run, so a run trained in
 a group can be resumed alone and the other way round.
 
+On CPU the group's lanes are split over the cores: the process starts with one XLA host
+device per usable core (`request_cpu_devices`, before anything touches a device), the
+lanes are padded with copies of the first to a multiple of the device count (the copies'
+outputs are dropped), and the step runs under `shard_map`, each device advancing its own
+lanes with no communication. A tiny model's solo step keeps about one core busy (XLA:CPU
+splits only large ops over threads), so this is what puts the second core to work.
+
 A replica that diverges is marked diverged at once and drops out of the bookkeeping (its
 lane keeps computing: lanes never mix, and dropping it would recompile); the others go on.
 A group resumes from the newest checkpoint step all its runs have (a kill between two of
@@ -29,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from scaling import data as data_lib
 from scaling import dispatch, runs
@@ -74,6 +82,7 @@ def train_group(run_dirs, *, peak_flops: float | None = None, max_steps: int | N
         return {str(dirs[0]): train_run(dirs[0], peak_flops=peak_flops, max_steps=max_steps,
                                         progress=progress, steps_per_dispatch=steps_per_dispatch,
                                         cache_dir=cache_dir)}
+    request_cpu_devices(len(dirs))
     enable_compile_cache(cache_dir)
     cfgs = [runs.load_run_config(d) for d in dirs]
     for d, cfg in zip(dirs, cfgs, strict=True):
@@ -99,6 +108,44 @@ def train_group(run_dirs, *, peak_flops: float | None = None, max_steps: int | N
         return _Group(members, progress=progress, cache_dir=cache_dir).run()
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def request_cpu_devices(n_replicas: int) -> None:
+    """One XLA host device per usable core (at most one per replica), if the backends have
+    not started yet and the user set no device count of their own; otherwise nothing (a
+    library caller that already ran JAX keeps the devices it has, and the group its one)."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", max(1, min(usable_cores(), n_replicas)))
+    except RuntimeError:  # the backends are up already
+        pass
+
+
+def group_devices() -> list:
+    """The devices a group's lanes are split over: every local CPU device on CPU, else the
+    first device (on accelerators one device is far from busy with a group of tiny runs)."""
+    if jax.default_backend() == "cpu":
+        return list(jax.local_devices())
+    return jax.local_devices()[:1]
+
+
+def n_lanes(n_replicas: int, n_devices: int) -> int:
+    """Lanes of a group of n_replicas over n_devices: the next multiple of the device count."""
+    return -(-n_replicas // n_devices) * n_devices
+
+
+def lane_sharding(devices: list) -> NamedSharding:
+    return NamedSharding(Mesh(np.asarray(devices), ("replicas",)), PartitionSpec("replicas"))
+
+
+def pad_lanes(rows: list, lanes: int) -> list:
+    """`rows` (one per replica) padded to `lanes` with copies of the first."""
+    return [*rows, *[rows[0]] * (lanes - len(rows))]
+
+
 def stack_trees(trees: list):
     """One tree whose leaves are the trees' leaves stacked along a new leading axis."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
@@ -120,19 +167,30 @@ def init_group(ts: TrainState, seeds: list[int]) -> dict:
     return jax.jit(jax.vmap(one))(np.asarray(seeds, np.int32))
 
 
-def make_group_step_fn(ts: TrainState, *, fault_step: int | None = None):
+def make_group_step_fn(ts: TrainState, *, devices: list | None = None,
+                       fault_step: int | None = None):
     """jit(params_R, opt_state_R, step0, batches_RxKxAxBxL1, hparams_R) ->
-    (params_R, opt_state_R, ce_RxK, gnorm_RxK, lr_RxK); `hparams_R` maps OPTIM_SCALARS to [R]."""
+    (params_R, opt_state_R, ce_RxK, gnorm_RxK, lr_RxK); `hparams_R` maps OPTIM_SCALARS to [R].
+    With several `devices`, R (a multiple of their number) is split over them (`shard_map`,
+    each device its own lanes); the state then lives in `lane_sharding(devices)`."""
     def one(params, opt_state, step0, batches_KxAxBxL1, hparams):
         tx = build_optimizer(ts.cfg, ts.decay_mask, hparams)
         return multi_step_fn(ts, tx, hparams["lr"], fault_step=fault_step)(
             params, opt_state, step0, batches_KxAxBxL1)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, 0, 0)), donate_argnums=(0, 1))
+    step = jax.vmap(one, in_axes=(0, 0, None, 0, 0))
+    if devices is not None and len(devices) > 1:
+        lanes = lane_sharding(devices).spec
+        step = jax.shard_map(step, mesh=lane_sharding(devices).mesh,
+                             in_specs=(lanes, lanes, PartitionSpec(), lanes, lanes),
+                             out_specs=lanes)
+    return jax.jit(step, donate_argnums=(0, 1))
 
 
-def _unstack_fn(n: int):
-    return jax.jit(lambda tree: [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)])
+def _unstack_fn(n: int, device):
+    """The first n lanes of a stacked state as n trees on `device` (the runs' own)."""
+    unstack = jax.jit(lambda tree: [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)])
+    return lambda tree: unstack(jax.device_put(tree, SingleDeviceSharding(device)))
 
 
 class _Group:
@@ -162,10 +220,12 @@ class _Group:
             return self.results
         first = live[0]
         fault = os.environ.get(FAULT_ENV)
-        step_fn = make_group_step_fn(first.ts, fault_step=int(fault) if fault else None)
-        hparams = {name: np.asarray([getattr(m.cfg.optim, name) for m in live], np.float32)
+        step_fn = make_group_step_fn(first.ts, devices=self.devices,
+                                     fault_step=int(fault) if fault else None)
+        hparams = {name: np.asarray(pad_lanes([getattr(m.cfg.optim, name) for m in live],
+                                              self.lanes), np.float32)
                    for name in OPTIM_SCALARS}
-        self.unstack = _unstack_fn(len(live))
+        self.unstack = _unstack_fn(len(live), self.devices[0])
         with ExitStack() as stack:
             ckpts = [stack.enter_context(Checkpointer(m.run_dir / CHECKPOINT_DIR)) for m in live]
             step = self._restore(live, ckpts)
@@ -178,10 +238,11 @@ class _Group:
 
     def _prepare(self) -> list[_Trainer]:
         """Validate, load the data once, build each replica's state: the runs to train."""
-        mesh = mesh_lib.make_mesh(1)
-        if mesh.devices.size != 1:
-            raise UserError(f"replica groups train on one device, found {mesh.devices.size}; "
+        if jax.default_backend() != "cpu" and jax.device_count() != 1:
+            raise UserError(f"replica groups train on one device, found {jax.device_count()}; "
                             "train the runs alone or limit the devices (CUDA_VISIBLE_DEVICES)")
+        self.devices = group_devices()
+        mesh = mesh_lib.make_mesh(1, self.devices[:1])  # each run's own state, eval and saves
         live = []
         for m in self.members:
             m.mesh = mesh
@@ -219,9 +280,11 @@ class _Group:
         eval_fn, score_fn = make_eval_fn(first.ts), make_score_fn(first.ts)
         for m in live:
             m.eval_fn, m.score_fn = eval_fn, score_fn
+        self.lanes = n_lanes(len(live), len(self.devices))
         self.say(f"group of {len(live)} runs ({', '.join(m.run_dir.name for m in live)}): "
                  f"N={first.counts['total']:,} params, {cfg.n_steps} steps, batch "
-                 f"{cfg.batch_size}x{cfg.model.seq_len}, {first.k} step(s)/dispatch")
+                 f"{cfg.batch_size}x{cfg.model.seq_len}, {first.k} step(s)/dispatch, "
+                 f"{self.lanes} lanes on {len(self.devices)} device(s)")
         return live
 
     def _finish(self, live: list[_Trainer], step: int, term: _Terminate) -> None:
@@ -248,14 +311,16 @@ class _Group:
             if at and at not in c.steps():
                 raise UserError(f"{m.run_dir}: no checkpoint at step {at}, where the rest of its "
                                 f"group resumes (it has {c.steps()}); train it alone")
-        fresh = init_group(live[0].ts, [m.cfg.seed for m in live]) if at == 0 else None
+        seeds = pad_lanes([m.cfg.seed for m in live], self.lanes)
+        fresh = init_group(live[0].ts, seeds) if at == 0 else None
         for m, c in zip(live, ckpts, strict=True):
             m._restore(c, at, fresh={} if at == 0 else None)  # the stacked state is `fresh`
             if at == 0:
                 _truncate_metrics(m.run_dir / runs.METRICS_FILE, 0, True)
         if at:
             self.say(f"resuming from step {at}")
-        self.state = stack_trees([m.state for m in live]) if fresh is None else fresh
+        stacked = stack_trees(pad_lanes([m.state for m in live], self.lanes)) if fresh is None else fresh
+        self.state = jax.device_put(stacked, lane_sharding(self.devices))
         for m in live:
             m.state = {}  # the stacked copy is the one that trains
         return at
@@ -267,8 +332,9 @@ class _Group:
         pending, last_beat = None, time.time()
         while step < stop:
             end = dispatch.chunk_end(step, stop, k, periods, ())
-            batches = np.stack([dispatch.chunk_batches(m.token_data.train, m.cfg, step, end)
-                                for m in live])
+            batches = np.stack(pad_lanes([dispatch.chunk_batches(m.token_data.train, m.cfg,
+                                                                 step, end) for m in live],
+                                         self.lanes))
             params, opt_state, *outputs = step_fn(
                 self.state["params"], self.state["opt_state"], np.asarray(step, np.int32),
                 batches, hparams)
