@@ -67,7 +67,7 @@ from scaling.train_step import TrainState, make_step_fn  # noqa: E402
 
 RECIPE = shape_recipe("ladder", 8.0)  # examples/demo.toml's
 SIZES = {"2.9K": 1, "10K": 2, "27K": 3, "59K": 4, "105K": 5, "282K": 7}  # -> depth
-SEQ, BATCH, LOG_EVERY, CHECKPOINT_EVERY = 128, 4, 25, 200  # examples/demo.toml
+SEQ, BATCH, LOG_EVERY, CHECKPOINT_EVERY = 128, 4, 25, 1000  # examples/demo.toml
 
 
 def run_config(size: str, seed: int = 0, lr: float = 1e-2) -> RunConfig:
@@ -308,9 +308,10 @@ def main() -> None:
             f"{'/'.join(f'{x:.2f}' for x in load_after)} after ({minutes:.1f} min)")
     section = [
         f"\n## Replica groups vs separate runs ({when})\n",
-        f"`bench/replica_throughput.py --sizes {','.join(sizes)} --replicas "
+        f"`bench/replica_throughput.py --sizes '{','.join(sizes)}' --replicas "
         f"{','.join(map(str, ks))} --seconds {args.seconds:g} --rounds {args.rounds}"
-        f"{' --end-to-end ' + args.end_to_end if args.end_to_end else ''}`: "
+        f"{' --end-to-end ' + args.end_to_end if args.end_to_end else ''}`"
+        f"{'' if rows else ' (end to end only: the steady-state description does not apply)'}: "
         f"examples/demo.toml's shapes (depth ladder, aspect 8; byte vocabulary, seq {SEQ}, "
         f"batch {BATCH}, SwiGLU, tied embeddings, AdamW with clipping, float32), steps per "
         f"dispatch as the trainer picks them under log_every = {LOG_EVERY}. Steady state "
