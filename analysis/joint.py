@@ -8,7 +8,7 @@ LSE(a - alpha log N, b - beta log D, e) - log L, now summed over every label's p
 is minimised in approach3's internal coordinates (log N and log D standardised, here over
 all labels pooled so a shared exponent is one number in every label's coordinates), with its
 analytic per-label gradient (`approach3._value_and_grad_np`) scattered onto the joint
-parameter vector, and scipy's L-BFGS-B polish as in `approach3._polish`, from many starts:
+parameter vector, and a scipy L-BFGS-B polish (ftol 1e-15), from many starts:
 every combination of an e and, for shared exponents, an (alpha, beta) taken from the
 labels' independent fits, their means, and Chinchilla's e grid.
 """
