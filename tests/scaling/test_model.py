@@ -395,8 +395,8 @@ def test_dense_custom_vjp_equals_autodiff_of_einsum():
     w_narrow = jax.random.normal(keys[2], (6, 4, 40))  # contraction 24 <= output 40
     for w in (w_wide, w_narrow):
         g = jax.random.normal(keys[3], (2, 5, w.shape[-1]))
-        got = jax.grad(lambda x, w: jnp.sum(g * dense(x, w, 2)), argnums=(0, 1))(x, w)
-        want = jax.grad(lambda x, w: jnp.sum(g * jnp.einsum("abcd,cdo->abo", x, w)),
+        got = jax.grad(lambda x, w, g=g: jnp.sum(g * dense(x, w, 2)), argnums=(0, 1))(x, w)
+        want = jax.grad(lambda x, w, g=g: jnp.sum(g * jnp.einsum("abcd,cdo->abo", x, w)),
                         argnums=(0, 1))(x, w)
         for got_i, want_i in zip(got, want, strict=True):
             np.testing.assert_allclose(np.asarray(got_i), np.asarray(want_i), rtol=1e-5,

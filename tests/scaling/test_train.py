@@ -2,13 +2,16 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
-from train_helpers import final_params, make_run, read_metrics  # noqa: E402
+from train_helpers import final_params, make_run, read_metrics, tiny_config  # noqa: E402
 
-from scaling import runs
+from scaling import mesh as mesh_lib
+from scaling import runs, train_step
 from scaling.config import ScheduleConfig
 from scaling.dispatch import aligned_steps_per_dispatch, auto_steps_per_dispatch, chunk_end
 from scaling.errors import UserError
@@ -169,13 +172,6 @@ def test_eigen_dot_option_keeps_the_step_and_reaches_the_compiler(monkeypatch):
     # From CPU_EIGEN_DOTS_MIN_D_MODEL the CPU step compiles its matmuls to Eigen instead
     # of YNNPACK: the same optimizer steps to float32 rounding, and the option must reach
     # XLA (no YNNPACK fusion left in the compiled program).
-    import jax
-    import jax.numpy as jnp
-
-    from scaling import mesh as mesh_lib
-    from scaling import train_step
-    from train_helpers import tiny_config
-
     assert train_step.step_compiler_options("gpu", 4096) == {}
     assert train_step.step_compiler_options("cpu", 32) == {}
     cfg = tiny_config()
