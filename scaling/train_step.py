@@ -63,6 +63,20 @@ def compute_dtype_for(backend: str):
 CPU_UNROLL_MAX_LAYERS = 32
 
 
+# XLA:CPU (jaxlib 0.10) hands every row-major matmul to YNNPACK by default; from d_model 256
+# its own Eigen kernels were faster on a 2-core Xeon (AVX-512): the 10M step 16% (the
+# [4096, 320] x [320, 864] projections 250-290 -> 330-360 GFLOP/s), while at d_model 64-128
+# YNNPACK's step was 4-13% faster (attention's small-head batched dots). The option is
+# per compiled step, so it cannot pick per dot.
+CPU_EIGEN_DOTS_MIN_D_MODEL = 256
+
+
+def step_compiler_options(backend: str, d_model: int) -> dict:
+    if backend == "cpu" and d_model >= CPU_EIGEN_DOTS_MIN_D_MODEL:
+        return {"xla_cpu_experimental_ynn_fusion_type": ""}  # no library fusion: Eigen dots
+    return {}
+
+
 def default_model_kwargs(backend: str, n_layers: int) -> dict:
     if backend == "cpu" and n_layers <= CPU_UNROLL_MAX_LAYERS:
         return {"scan_unroll": n_layers}
@@ -121,8 +135,10 @@ class TrainState:
 def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
     """jit(params, opt_state, step0, batches_KxAxBxL1) -> (params, opt_state, ce_K, gnorm_K, lr_K)."""
     rep = ts.replicated
+    options = step_compiler_options(ts.mesh.devices.flat[0].platform, ts.cfg.model.d_model)
     return jax.jit(
         multi_step_fn(ts, ts.tx, ts.cfg.optim.lr, fault_step=fault_step), donate_argnums=(0, 1),
+        compiler_options=options or None,
         in_shardings=(ts.param_shardings, ts.opt_shardings, rep,
                       mesh_lib.batch_sharding(ts.mesh, 2, 4)),
         out_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep, rep))

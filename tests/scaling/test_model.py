@@ -4,6 +4,7 @@ forward pass (covers scan-over-layers, RoPE, QK-norm, SwiGLU/GELU, tied/untied),
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from scaling.model import (
     attention_implementation,
     chunked_causal_attention,
     count_params,
+    dense,
     loss_and_metrics,
     rope_angles,
 )
@@ -353,6 +355,52 @@ def test_chunked_attention_matches_xla_kernel_values_and_gradients(seq_len):
     want = jax.vjp(xla, q, k, v)[1](g)
     for got_i, want_i in zip(grads, want, strict=True):
         np.testing.assert_allclose(np.asarray(got_i), np.asarray(want_i), rtol=1e-4, atol=1e-4)
+
+
+def plain_causal_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK):
+    """The textbook formula: full masked scores, softmax, values (the reference)."""
+    seq_len, head_dim = q_BxLxHxK.shape[1], q_BxLxHxK.shape[-1]
+    s_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / math.sqrt(head_dim)
+    causal_LxS = jnp.tril(jnp.ones((seq_len, seq_len), bool))
+    p_BxHxLxS = jax.nn.softmax(jnp.where(causal_LxS, s_BxHxLxS, -jnp.inf), axis=-1)
+    return jnp.einsum("bhls,bshk->blhk", p_BxHxLxS, v_BxLxHxK)
+
+
+@pytest.mark.parametrize(("seq_len", "n_blocks"), [(64, 4), (100, 8), (96, 3), (40, 1)])
+def test_chunked_attention_gradients_equal_plain_attention(seq_len, n_blocks):
+    # The chunked kernel's gradients (block slicing, per-block softmax) must be jax.grad's
+    # of the plain masked formula. The loss weights every output differently, so a wrong
+    # causal mask or a misplaced key-block gradient shows.
+    keys = jax.random.split(jax.random.key(seq_len + n_blocks), 4)
+    q, k, v, w = (jax.random.normal(key, (2, seq_len, 3, 16)) for key in keys)
+
+    def loss(attention, q, k, v):
+        return jnp.sum(w * jnp.tanh(attention(q, k, v)))
+
+    chunked = partial(chunked_causal_attention, n_blocks=n_blocks)
+    got = jax.jit(jax.grad(partial(loss, chunked), argnums=(0, 1, 2)))(q, k, v)
+    want = jax.grad(partial(loss, plain_causal_attention), argnums=(0, 1, 2))(q, k, v)
+    for got_i, want_i in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(got_i), np.asarray(want_i), rtol=1e-4, atol=2e-5)
+    # Future keys get no gradient from past queries: the last key's only query is itself.
+    q_last_only = jax.grad(lambda k: jnp.sum(chunked(q, k, v)[:, :-1]))(k)
+    np.testing.assert_array_equal(np.asarray(q_last_only[:, -1]), 0.0)
+
+
+def test_dense_custom_vjp_equals_autodiff_of_einsum():
+    # dense's CPU weight gradients are hand-written matmuls (both operand orders).
+    keys = jax.random.split(jax.random.key(3), 4)
+    x = jax.random.normal(keys[0], (2, 5, 6, 4))
+    w_wide = jax.random.normal(keys[1], (6, 4, 9))    # contraction 24 > output 9
+    w_narrow = jax.random.normal(keys[2], (6, 4, 40))  # contraction 24 <= output 40
+    for w in (w_wide, w_narrow):
+        g = jax.random.normal(keys[3], (2, 5, w.shape[-1]))
+        got = jax.grad(lambda x, w, g=g: jnp.sum(g * dense(x, w, 2)), argnums=(0, 1))(x, w)
+        want = jax.grad(lambda x, w, g=g: jnp.sum(g * jnp.einsum("abcd,cdo->abo", x, w)),
+                        argnums=(0, 1))(x, w)
+        for got_i, want_i in zip(got, want, strict=True):
+            np.testing.assert_allclose(np.asarray(got_i), np.asarray(want_i), rtol=1e-5,
+                                       atol=1e-5)
 
 
 def test_chunked_attention_in_the_model_equals_the_xla_kernel():

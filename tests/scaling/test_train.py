@@ -2,13 +2,16 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
-from train_helpers import final_params, make_run, read_metrics  # noqa: E402
+from train_helpers import final_params, make_run, read_metrics, tiny_config  # noqa: E402
 
-from scaling import runs
+from scaling import mesh as mesh_lib
+from scaling import runs, train_step
 from scaling.config import ScheduleConfig
 from scaling.dispatch import aligned_steps_per_dispatch, auto_steps_per_dispatch, chunk_end
 from scaling.errors import UserError
@@ -163,3 +166,28 @@ def test_dispatch_planning():
         ends.append(s)
     assert ends == [5, 10, 13, 15, 20, 25, 30, 32]
     assert device_peak_flops() is None  # CPU
+
+
+def test_eigen_dot_option_keeps_the_step_and_reaches_the_compiler(monkeypatch):
+    # From CPU_EIGEN_DOTS_MIN_D_MODEL the CPU step compiles its matmuls to Eigen instead
+    # of YNNPACK: the same optimizer steps to float32 rounding, and the option must reach
+    # XLA (no YNNPACK fusion left in the compiled program).
+    assert train_step.step_compiler_options("gpu", 4096) == {}
+    assert train_step.step_compiler_options("cpu", 32) == {}
+    cfg = tiny_config()
+    ts = train_step.TrainState(cfg, mesh_lib.make_mesh())
+    rng = np.random.default_rng(0)
+    batches = jnp.asarray(rng.integers(0, 32, (3, 1, 8, 33)), jnp.int32)
+    results, programs = [], []
+    for min_d_model in (10**9, 0):  # YNNPACK (the default at d_model 32), then Eigen
+        monkeypatch.setattr(train_step, "CPU_EIGEN_DOTS_MIN_D_MODEL", min_d_model)
+        step_fn = train_step.make_step_fn(ts)
+        state = ts.init()
+        args = (state["params"], state["opt_state"], jnp.asarray(0, jnp.int32), batches)
+        programs.append(step_fn.lower(*args).compile().as_text())
+        params, _, ce, *_ = step_fn(*args)
+        results.append((jax.tree.leaves(params), np.asarray(ce)))
+    assert "__ynn_fusion" in programs[0] and "__ynn_fusion" not in programs[1]
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5)
+    for eigen, ynn in zip(results[1][0], results[0][0], strict=True):
+        np.testing.assert_allclose(np.asarray(eigen), np.asarray(ynn), rtol=1e-4, atol=1e-6)
