@@ -77,6 +77,13 @@ def split_mask(keys: list[str], where: str) -> np.ndarray:
     return is_valid
 
 
+def split_params() -> dict:
+    """The parameters of the split rule (JSON-ready), for the keys of what depends on it
+    (scaling.data's token cache). Read at call time, so a changed value changes the key."""
+    return {"version": CORPUS_VERSION, "valid_modulus": VALID_MODULUS,
+            "lines_per_unit": LINES_PER_UNIT}
+
+
 def split_units(units: list[Unit], where: str) -> tuple[list[Unit], list[Unit]]:
     """Hash split (see module docstring); keeps the units' order within each split."""
     is_valid = split_mask([u.key for u in units], where)

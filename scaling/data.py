@@ -9,13 +9,16 @@ separator token (0 for bytes and bpe). "tokens:PATH" is already ids: its files a
 blocks of TOKEN_BLOCK ids by the corpus hash rule (keys `<relpath>:<block>`) and copied
 into the cache; its bits per byte are bits per token (no text to count bytes of).
 
-Cache: `<cache_dir>/tokens/<corpus_hash[:20]>-<tokenizer>/{train,valid}.bin` (raw uint16
-when V <= 65535, else uint32) + `meta.json` (written last: its presence marks a complete
-entry) and `<cache_dir>/tokenizers/<corpus_hash[:20]>-bpe<V>.json`. cache_dir defaults
-to $SCALING_CACHE, else ~/.cache/scaling-suite. Every file is written atomically, and a
-file lock keeps concurrent runs from tokenizing the same corpus twice. The corpus hash is
-recomputed from the text on every load (about 0.2 s for the stdlib), so an edited corpus
-never reuses stale tokens.
+Cache: `<cache_dir>/tokens/<corpus_hash[:20]>-<key digest>-<tokenizer>/{train,valid}.bin`
+(raw uint16 when V <= 65535, else uint32) + `meta.json` (written last: its presence marks a
+complete entry) and `<cache_dir>/tokenizers/<corpus_hash[:20]>-<key digest>-bpe<V>.json`.
+The key (`_entry_key`, recorded in meta.json) holds everything that decides the cached
+bytes besides the text: CACHE_FORMAT (the code's version), the tokenizer's identity and
+the split parameters; an entry whose recorded key differs from the expected one is rebuilt.
+cache_dir defaults to $SCALING_CACHE, else ~/.cache/scaling-suite. Every file is written
+atomically, and a file lock keeps concurrent runs from tokenizing the same corpus twice.
+The corpus hash is recomputed from the text on every load (about 0.2 s for the stdlib), so
+an edited corpus never reuses stale tokens.
 
 Batches: the training batch at step k is a pure function of (seed, k): window starts come
 from Philox keyed by (seed, k), so resuming needs only the step. Evaluation uses fixed
@@ -25,6 +28,7 @@ the same seq_len and eval_tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -42,7 +46,16 @@ from scaling.config import DataConfig
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-CACHE_FORMAT = 1
+# The version of the code that turns a corpus into cached bytes. BUMP IT whenever what an
+# entry holds changes for the same corpus and settings: scaling/token_cache.py (documents to
+# ids, which documents are skipped, train_bytes), scaling/tokenizer.py (encode_documents,
+# train_bpe's settings), the split (scaling/corpus.py split_mask; its parameters are in the
+# key already, see corpus.split_params), how scaling/sources.py turns files into documents,
+# the synthetic sampler, or the builders below. It is part of every entry's key (directory
+# name and meta.json), so an entry built by older code is rebuilt, never reused.
+# 2: keys cover this version, the tokenizer's identity and the split parameters (format 1
+# was keyed by the corpus hash and tokenizer tag alone, and reused entries of older code).
+CACHE_FORMAT = 2
 TOKEN_BLOCK = 1 << 16  # ids per split unit of a tokens: source
 
 
@@ -107,16 +120,40 @@ def _check_seq_len(data: TokenData, seq_len: int, source: str) -> None:
                 f"{data.tokenizer!r}; need seq_len + 1)")
 
 
-def _entry_dir(cache: Path, corpus_hash: str, tag: str) -> Path:
-    return cache / "tokens" / f"{corpus_hash[:20]}-{tag}"
+def _entry_key(corpus_hash: str, tokenizer: dict, split: dict) -> dict:
+    """Everything besides the text that decides an entry's bytes (recorded in meta.json).
+    JSON-ready (lists, not tuples), so a recorded key compares equal to a fresh one."""
+    return {"format": CACHE_FORMAT, "corpus_hash": corpus_hash, "tokenizer": tokenizer,
+            "split": split}
 
 
-def _read_entry(entry: Path, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, dict] | None:
+def _key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _entry_dir(cache: Path, key: dict, tag: str) -> Path:
+    return cache / "tokens" / f"{key['corpus_hash'][:20]}-{_key_digest(key)}-{tag}"
+
+
+def _tokenizer_key(spec: tokenizer_lib.TokenizerSpec, bpe_json: str | None) -> dict:
+    """A text tokenizer's identity: its kind and size, its separator, and the hash of the
+    file that defines it (the pretrained json file, or the corpus's trained BPE)."""
+    file_hash = spec.file_hash
+    if bpe_json is not None:
+        file_hash = hashlib.sha256(bpe_json.encode("utf-8")).hexdigest()
+    return {"kind": spec.kind, "vocab_size": spec.vocab_size, "separator": spec.separator,
+            "file_sha256": file_hash}
+
+
+def _read_entry(entry: Path, dtype: np.dtype,
+                key: dict) -> tuple[np.ndarray, np.ndarray, dict] | None:
     meta_path = entry / "meta.json"
     if not meta_path.exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            return None  # built by other code or settings: rebuilt, never reused
         arrays = []
         for split in ("train", "valid"):
             n = meta[f"n_{split}"]
@@ -139,29 +176,44 @@ def _write_entry(entry: Path, train: np.ndarray, valid: np.ndarray, meta: dict) 
                                             "format": CACHE_FORMAT})
 
 
-def _cached(entry: Path, spec, build) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Return the cache entry, building it (once across processes) if missing."""
+def _drop_stale_meta(entry: Path) -> None:
+    """Before a rebuild (under the entry's lock): a meta.json that did not validate goes
+    first, so no meta.json ever stands beside files it does not describe."""
+    (entry / "meta.json").unlink(missing_ok=True)
+
+
+def _cached(entry: Path, dtype: np.dtype, key: dict,
+            build) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return the cache entry, building it (once across processes) if missing or stale."""
     from filelock import FileLock
 
-    hit = _read_entry(entry, spec.dtype)
+    hit = _read_entry(entry, dtype, key)
     if hit is not None:
         return hit
     entry.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
-        hit = _read_entry(entry, spec.dtype)
+        hit = _read_entry(entry, dtype, key)
         if hit is None:
+            _drop_stale_meta(entry)
             train, valid, meta = build()
-            _write_entry(entry, train, valid, meta)
-            hit = _read_entry(entry, spec.dtype)
+            _write_entry(entry, train, valid, {**meta, "key": key})
+            hit = _read_entry(entry, dtype, key)
     assert hit is not None
     return hit
+
+
+def _bpe_path(cache: Path, corpus_hash: str, spec) -> Path:
+    # keyed like a token entry: the trainer's settings and the split it trains on decide it
+    key = _entry_key(corpus_hash, {"kind": spec.kind, "vocab_size": spec.vocab_size},
+                     corpus_lib.split_params())
+    return cache / "tokenizers" / f"{corpus_hash[:20]}-{_key_digest(key)}-{spec.tag}.json"
 
 
 def _bpe_tokenizer(docs: sources_lib.DocumentSource, spec, cache: Path) -> str:
     """The trained BPE of a corpus as JSON, trained once on its training documents."""
     from filelock import FileLock
 
-    path = cache / "tokenizers" / f"{docs.corpus_hash[:20]}-{spec.tag}.json"
+    path = _bpe_path(cache, docs.corpus_hash, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
@@ -177,41 +229,45 @@ def bpe_tokenizer_path(corpus_hash: str, tokenizer: str, cache_dir=None) -> Path
     """Where the trained BPE tokenizer of a corpus lives (for decoding samples)."""
     spec = tokenizer_lib.parse_tokenizer(tokenizer)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return cache / "tokenizers" / f"{corpus_hash[:20]}-{spec.tag}.json"
+    return _bpe_path(cache, corpus_hash, spec)
 
 
 def _load_documents(docs: sources_lib.DocumentSource, spec, cache: Path,
                     data_cfg: DataConfig) -> TokenData:
-    entry = _entry_dir(cache, docs.corpus_hash, spec.tag)
+    # the trained BPE (read from its own cache when there) is part of the entry's key
+    bpe_json = _bpe_tokenizer(docs, spec, cache) if spec.kind == "bpe" else None
+    key = _entry_key(docs.corpus_hash, _tokenizer_key(spec, bpe_json), corpus_lib.split_params())
+    entry = _entry_dir(cache, key, spec.tag)
 
     def build():
-        bpe_json = _bpe_tokenizer(docs, spec, cache) if spec.kind == "bpe" else None
-        counts = token_cache.build(entry, docs, spec, bpe_json)
+        counts = token_cache.build(entry, docs, spec, bpe_json, key)
         return {"corpus_hash": docs.corpus_hash, "tokenizer": data_cfg.tokenizer,
                 "source": docs.description, **counts}
 
-    train, valid, meta = _cached_entry(entry, spec.dtype, build)
+    train, valid, meta = _cached_entry(entry, spec.dtype, key, build)
     return TokenData(train=train, valid=valid, vocab_size=spec.vocab_size,
                      corpus_hash=docs.corpus_hash,
                      bytes_per_token=meta["train_bytes"] / max(train.shape[0], 1),
                      source=docs.description, tokenizer=data_cfg.tokenizer)
 
 
-def _cached_entry(entry: Path, dtype: np.dtype, build) -> tuple[np.ndarray, np.ndarray, dict]:
+def _cached_entry(entry: Path, dtype: np.dtype, key: dict,
+                  build) -> tuple[np.ndarray, np.ndarray, dict]:
     """Like _cached, for builders that write train.bin/valid.bin themselves (streaming)
     and return only the metadata; meta.json is written last."""
     from filelock import FileLock
 
-    hit = _read_entry(entry, dtype)
+    hit = _read_entry(entry, dtype, key)
     if hit is not None:
         return hit
     entry.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
-        hit = _read_entry(entry, dtype)
+        hit = _read_entry(entry, dtype, key)
         if hit is None:
+            _drop_stale_meta(entry)
             meta = build()
-            atomic_write_json(entry / "meta.json", {**meta, "format": CACHE_FORMAT})
-            hit = _read_entry(entry, dtype)
+            atomic_write_json(entry / "meta.json", {**meta, "key": key, "format": CACHE_FORMAT})
+            hit = _read_entry(entry, dtype, key)
     assert hit is not None
     return hit
 
@@ -227,7 +283,9 @@ def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenDa
     keys = [f"{f.rel}:{b}" for f in files for b in range(-(-f.ids.shape[0] // TOKEN_BLOCK))]
     is_valid = corpus_lib.split_mask(keys, "data.source")
     dtype = np.dtype(np.uint16 if vocab_size <= 65_535 else np.uint32)
-    entry = _entry_dir(cache, corpus_hash, f"ids{vocab_size}")
+    key = _entry_key(corpus_hash, {"kind": "ids", "vocab_size": vocab_size},
+                     {**corpus_lib.split_params(), "token_block": TOKEN_BLOCK})
+    entry = _entry_dir(cache, key, f"ids{vocab_size}")
     n_total = sum(f.ids.shape[0] for f in files)
 
     def build():
@@ -255,7 +313,7 @@ def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenDa
                 "train_bytes": counts["train"], "n_train": counts["train"],
                 "n_valid": counts["valid"]}
 
-    train, valid, _ = _cached_entry(entry, dtype, build)
+    train, valid, _ = _cached_entry(entry, dtype, key, build)
     desc = f"{source} ({len(files)} files, {n_total} ids, vocabulary {vocab_size})"
     return TokenData(train=train, valid=valid, vocab_size=vocab_size, corpus_hash=corpus_hash,
                      bytes_per_token=1.0, source=desc, tokenizer=data_cfg.tokenizer)
@@ -271,15 +329,17 @@ def _load_synthetic(source: str, spec, cache: Path, data_cfg: DataConfig) -> Tok
     corpus_hash = corpus_lib.synthetic_hash(params)
     n_valid = max(corpus_lib.SYNTHETIC_VALID_TOKENS, data_cfg.eval_tokens + 1)
     tag = f"markov-v{params['vocab']}-nv{n_valid}"
+    seeds = [3 * params["seed"] + 1, 3 * params["seed"] + 2]  # train, valid sample paths
+    key = _entry_key(corpus_hash, {"kind": "symbols", "vocab_size": params["vocab"]},
+                     {"n_valid": n_valid, "seeds": seeds})
 
     def build():
-        seed = params["seed"]
-        train = corpus_lib.sample_markov(p_VxV, pi_V, params["tokens"], 3 * seed + 1)
-        valid = corpus_lib.sample_markov(p_VxV, pi_V, n_valid, 3 * seed + 2)
+        train = corpus_lib.sample_markov(p_VxV, pi_V, params["tokens"], seeds[0])
+        valid = corpus_lib.sample_markov(p_VxV, pi_V, n_valid, seeds[1])
         return train, valid, {"corpus_hash": corpus_hash, "tokenizer": "symbols",
                               "source": source, "train_bytes": params["tokens"]}
 
-    train, valid, _ = _cached(_entry_dir(cache, corpus_hash, tag), spec, build)
+    train, valid, _ = _cached(_entry_dir(cache, key, tag), spec.dtype, key, build)
     desc = (f"synthetic order-1 Markov chain ({params['vocab']} symbols, alpha "
             f"{params['alpha']}, seed {params['seed']}, entropy rate {floor:.4f} nats)")
     return TokenData(train=train, valid=valid, vocab_size=params["vocab"],

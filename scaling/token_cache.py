@@ -9,6 +9,7 @@ ahead of their manifest; the next build truncates them to the manifest's lengths
 starts at its document index, so the finished entry is byte for byte an uninterrupted
 build's (chunks are a pure function of the source and the tokenizer). The finished files
 are renamed to `train.bin` / `valid.bin`, and the caller writes `meta.json` last.
+A change to what this module writes for the same corpus must bump scaling.data.CACHE_FORMAT.
 
 Workers: $SCALING_TOKENIZE_WORKERS, else one per CPU (at most 8) for sources over
 PARALLEL_BYTES and none (this process) for smaller ones, whose pool start-up would cost
@@ -118,21 +119,22 @@ def _progress(total: int, description: str):
 
 
 def build(entry: Path, source: DocumentSource, spec: tokenizer_lib.TokenizerSpec,
-          bpe_json: str | None = None) -> dict:
-    """Tokenise `source` into `entry/{train,valid}.bin`, resuming a killed build. Returns
-    {"n_train", "n_valid", "train_bytes"}. The caller holds the entry's lock."""
+          bpe_json: str | None = None, key: dict | None = None) -> dict:
+    """Tokenise `source` into `entry/{train,valid}.bin`, resuming a killed build (only one
+    of the same `key`, the caller's cache key). Returns {"n_train", "n_valid",
+    "train_bytes"}. The caller holds the entry's lock."""
     entry.mkdir(parents=True, exist_ok=True)
     paths = {s: entry / f"{s}.bin.partial" for s in ("train", "valid")}
     manifest_path = entry / MANIFEST
     itemsize = spec.dtype.itemsize
     state = {"docs_done": 0, "n_train": 0, "n_valid": 0, "train_bytes": 0}
-    header = {"corpus_hash": source.corpus_hash, "tokenizer": spec.tag}
+    header = {"corpus_hash": source.corpus_hash, "tokenizer": spec.tag, "key": key}
     if manifest_path.exists():
         try:
             saved = json.loads(manifest_path.read_text())
         except ValueError:
             saved = {}
-        if (saved.get("corpus_hash"), saved.get("tokenizer")) == (source.corpus_hash, spec.tag):
+        if all(saved.get(k) == v for k, v in header.items()):
             state.update({k: int(saved[k]) for k in ("docs_done", "n_train", "n_valid",
                                                      "train_bytes")})
     files = {}

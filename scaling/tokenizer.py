@@ -121,7 +121,8 @@ def load_bpe(json_text: str):
 
 
 def encode_documents(docs: list[str], spec: TokenizerSpec, bpe=None) -> np.ndarray:
-    """Token ids of the documents, each followed by the separator, as one 1-D array."""
+    """Token ids of the documents, each followed by the separator, as one 1-D array.
+    (Its output is cached: a change to it, or to train_bpe, bumps scaling.data.CACHE_FORMAT.)"""
     if spec.kind == "bytes":
         sep = "\0"
         data = sep.join(docs).encode("utf-8") + sep.encode() if docs else b""

@@ -33,12 +33,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import submitit
-
 from scaling import runs
 from scaling.errors import UserError
 from scaling.host_env import tuned_environ
 from sweeps.launch.local import Progress
+from sweeps.launch.submitit_quiet import submitit
 from sweeps.launch.worker import DEFAULT_TRAIN_CMD, EXIT_LOCKED, EXIT_TERMINATED
 
 WAIT_LOCKED_S = 5.0

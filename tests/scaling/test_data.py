@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,112 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     train_bin.write_bytes(train_bin.read_bytes()[:100])  # truncated, as after a crash
     again = load_tokens(cfg, seq_len=8, cache_dir=tmp_path)
     np.testing.assert_array_equal(first_train, again.train)
+
+
+def entry_files(cache) -> dict:
+    """{relative path: bytes} of every file a cache holds (lock files aside)."""
+    return {p.relative_to(cache).as_posix(): p.read_bytes() for p in sorted(cache.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}
+
+
+def count_encodes(monkeypatch) -> list:
+    calls: list = []
+    encode = tokenizer_lib.encode_documents
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_lib, "encode_documents", counted)
+    return calls
+
+
+def test_rebuilt_cache_equals_the_cached_one_byte_for_byte(tmp_path):
+    root = write_corpus(tmp_path / "corpus", n_files=30)
+    cfg = DataConfig(source=f"text:{root}", tokenizer="bpe:300")
+    load_tokens(cfg, seq_len=16, cache_dir=tmp_path / "a")
+    cached = entry_files(tmp_path / "a")
+    assert any(k.startswith("tokens/") and k.endswith("/train.bin") for k in cached)
+    assert any(k.startswith("tokenizers/") for k in cached)
+    load_tokens(cfg, seq_len=16, cache_dir=tmp_path / "b")  # a fresh build elsewhere
+    assert entry_files(tmp_path / "b") == cached
+    # and a rebuild in place, forced by a recorded key that no longer matches
+    (meta_path,) = (tmp_path / "a" / "tokens").glob("*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "key": {**meta["key"], "format": 0}}))
+    load_tokens(cfg, seq_len=16, cache_dir=tmp_path / "a")
+    assert entry_files(tmp_path / "a") == cached
+
+
+def test_version_or_split_change_gives_a_new_key_and_a_rebuild(tmp_path, monkeypatch):
+    root = write_corpus(tmp_path / "corpus")
+    cfg = DataConfig(source=f"text:{root}")
+    cache = tmp_path / "cache"
+    calls = count_encodes(monkeypatch)
+    first = np.array(load_tokens(cfg, seq_len=16, cache_dir=cache).train)
+    built = len(calls)
+    assert built > 0
+    load_tokens(cfg, seq_len=16, cache_dir=cache)
+    assert len(calls) == built  # same code, same settings: a hit
+
+    monkeypatch.setattr(data_lib, "CACHE_FORMAT", data_lib.CACHE_FORMAT + 1)
+    bumped = load_tokens(cfg, seq_len=16, cache_dir=cache)
+    assert len(calls) > built  # rebuilt, not reused
+    np.testing.assert_array_equal(bumped.train, first)  # (the code itself did not change)
+    metas = [json.loads(p.read_text()) for p in (cache / "tokens").glob("*/meta.json")]
+    assert sorted(m["key"]["format"] for m in metas) == [data_lib.CACHE_FORMAT - 1,
+                                                         data_lib.CACHE_FORMAT]
+    monkeypatch.undo()
+
+    calls = count_encodes(monkeypatch)
+    n_valid = load_tokens(cfg, seq_len=16, cache_dir=cache).valid.shape[0]
+    assert calls == []
+    monkeypatch.setattr(corpus_lib, "VALID_MODULUS", 3)  # about a third held out
+    resplit = load_tokens(cfg, seq_len=16, cache_dir=cache)
+    assert calls and resplit.valid.shape[0] > 2 * n_valid
+    assert len(list((cache / "tokens").glob("*/meta.json"))) == 3
+
+
+def test_entry_of_older_code_is_not_reused(tmp_path):
+    """Entries written by older tokenising code (format 1: keyed by corpus hash and
+    tokenizer alone, no key in meta.json) are ignored, where they lie and even when found
+    at the new entry's path; so is a half-built entry of older code (no key in its manifest)."""
+    root = write_corpus(tmp_path / "corpus")
+    cfg = DataConfig(source=f"text:{root}")
+    fresh = load_tokens(cfg, seq_len=16, cache_dir=tmp_path / "ref")
+    ref_train, ref_valid = np.array(fresh.train), np.array(fresh.valid)
+    (ref_entry,) = (tmp_path / "ref" / "tokens").glob("*-bytes")
+
+    def plant(entry):  # 27 stray separators, as when older code kept empty documents
+        entry.mkdir(parents=True, exist_ok=True)
+        stale = np.concatenate([ref_train, np.zeros(27, ref_train.dtype)])
+        (entry / "train.bin.new").write_bytes(stale.tobytes())
+        os.replace(entry / "train.bin.new", entry / "train.bin")  # live memmaps stay intact
+        (entry / "valid.bin").write_bytes(ref_valid.tobytes())
+        (entry / "meta.json").write_text(json.dumps({
+            "corpus_hash": fresh.corpus_hash, "tokenizer": "bytes", "source": fresh.source,
+            "n_train": len(stale), "n_valid": len(ref_valid), "train_bytes": len(stale),
+            "format": 1}))
+
+    cache = tmp_path / "cache"
+    plant(cache / "tokens" / f"{fresh.corpus_hash[:20]}-bytes")  # the old layout's path
+    plant(cache / "tokens" / ref_entry.name)  # and the new one's
+    data = load_tokens(cfg, seq_len=16, cache_dir=cache)
+    np.testing.assert_array_equal(data.train, ref_train)
+    assert data.bytes_per_token == fresh.bytes_per_token
+    assert (cache / "tokens" / ref_entry.name / "meta.json").read_bytes() == (
+        ref_entry / "meta.json").read_bytes()
+
+    half = tmp_path / "half" / "tokens" / ref_entry.name
+    half.mkdir(parents=True)
+    (half / "train.bin.partial").write_bytes(b"\xff" * 64)
+    (half / "valid.bin.partial").write_bytes(b"")
+    (half / "manifest.json").write_text(json.dumps({
+        "docs_done": 40, "n_train": 32, "n_valid": 0, "train_bytes": 32,
+        "corpus_hash": fresh.corpus_hash, "tokenizer": "bytes"}))
+    resumed = load_tokens(cfg, seq_len=16, cache_dir=tmp_path / "half")
+    np.testing.assert_array_equal(resumed.train, ref_train)
+    np.testing.assert_array_equal(resumed.valid, ref_valid)
 
 
 def test_synthetic_entropy_floor_matches_empirical_estimates(tmp_path):

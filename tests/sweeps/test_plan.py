@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
 from scaling import runs
-from sweeps import spec
 from sweeps.plan import estimate_wall_time, plan_sweep
 from sweeps.sweep import fit_centers, prepare
 
-BASE = """
-name = "t"
-[data]
-seq_len = 16
-[budgets]
-values = [1e10, 3e10]
-[grid]
-sizes = 3
-span = 4.0
-[optim]
-recipe = "tiny-bytes"
-[checks]
-min_steps = 10
-min_sizes = 3
-"""
-
-
-def load(tmp_path, text=BASE):
-    p = tmp_path / "s.toml"
-    p.write_text(text)
-    return spec.load_spec(p)
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
+from spec_helpers import BASE, load_text  # noqa: E402
 
 
 def test_wall_time_with_an_override(tmp_path):
-    plan = plan_sweep(load(tmp_path))
+    plan = plan_sweep(load_text(tmp_path))
     est = estimate_wall_time(plan, tokens_per_second=1000.0, workers=2)
     expected = [r.config.n_tokens / 1000.0 for r in plan.runs]
     assert est["per_run_s"] == pytest.approx(expected)
@@ -50,7 +32,7 @@ def test_wall_time_with_an_override(tmp_path):
 def test_wall_time_of_wsd_branches_counts_only_the_cooldown(tmp_path):
     text = BASE.replace("sizes = 3\nspan = 4.0", "params = [8000, 16000]") + \
         "[schedule]\nkind = \"wsd\"\n"
-    plan = plan_sweep(load(tmp_path, text))
+    plan = plan_sweep(load_text(tmp_path, text))
     est = estimate_wall_time(plan, tokens_per_second=1.0)
     for r, seconds in zip(plan.runs, est["per_run_s"], strict=True):
         trained_steps = r.config.n_steps - (r.branch_step or 0)
@@ -58,7 +40,7 @@ def test_wall_time_of_wsd_branches_counts_only_the_cooldown(tmp_path):
 
 
 def test_wall_time_from_measured_runs(tmp_path):
-    s = load(tmp_path)
+    s = load_text(tmp_path)
     plan, dirs = prepare(s, tmp_path / "runs")
     # the device runs at a constant 2e9 FLOP/s: tokens/s = 2e9 / flops_per_token
     for d in dirs[:2]:
@@ -75,7 +57,7 @@ def test_fit_centers_recover_a_known_frontier(tmp_path):
     # synthetic truth: loss = 2 + (ln N - ln N*(C))^2 with N*(C) = 0.05 C^0.6
     text = BASE.replace("[1e10, 3e10]", "[1e10, 3e10, 1e11]").replace(
         "sizes = 3\nspan = 4.0", "sizes = 5\nspan = 8.0")
-    s = load(tmp_path, text)
+    s = load_text(tmp_path, text)
     plan, dirs = prepare(s, tmp_path / "runs")
     truth = lambda c: 0.05 * c ** 0.6  # noqa: E731
     for r, d in zip(plan.runs, dirs, strict=True):

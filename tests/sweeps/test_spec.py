@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,29 +12,10 @@ from scaling.errors import UserError
 from sweeps import checks, spec
 from sweeps.plan import plan_sweep, wsd_savings
 
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
+from spec_helpers import BASE, load_text, parse_text, write_spec  # noqa: E402
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-BASE = """
-name = "t"
-[data]
-seq_len = 16
-[budgets]
-values = [1e10, 3e10]
-[grid]
-sizes = 3
-span = 4.0
-[optim]
-recipe = "tiny-bytes"
-[checks]
-min_steps = 10
-min_sizes = 3
-"""
-
-
-def write(tmp_path, text: str) -> Path:
-    p = tmp_path / "s.toml"
-    p.write_text(text)
-    return p
 
 
 @pytest.mark.parametrize("text, message", [
@@ -64,7 +46,7 @@ def write(tmp_path, text: str) -> Path:
     ("name = \"x\"\nbudgets = 5\n", "budgets: expected a table"),
 ])
 def test_bad_specs_name_the_field(tmp_path, text, message):
-    path = write(tmp_path, text)
+    path = write_spec(tmp_path, text)
     with pytest.raises(UserError) as e:
         spec.load_spec(path)
     assert message in str(e.value)
@@ -80,26 +62,26 @@ def test_missing_and_binary_files(tmp_path):
 
 
 def test_defaults_and_log_spaced_budgets(tmp_path):
-    s = spec.load_spec(write(tmp_path, "name = \"x\"\n[budgets]\nmin = 1e10\nmax = 1e12\ncount = 5\n"))
+    s = load_text(tmp_path, "name = \"x\"\n[budgets]\nmin = 1e10\nmax = 1e12\ncount = 5\n")
     assert s.budgets == (1e10, 3.162e10, 1e11, 3.162e11, 1e12)
     assert s.convention == "6N" and s.seeds == (0,) and s.vocab_size == 256
     assert s.data.seq_len == 128 and s.grid.sizes == 7 and s.optim.recipe == "deepseek"
-    s2 = spec.load_spec(write(tmp_path, "name = \"x\"\nbudgets = [3e11, 1e11]\nseed = 4\n"
-                              "[data]\ntokenizer = \"bpe:1024\"\n"))
+    s2 = load_text(tmp_path, "name = \"x\"\nbudgets = [3e11, 1e11]\nseed = 4\n"
+                             "[data]\ntokenizer = \"bpe:1024\"\n")
     assert s2.budgets == (1e11, 3e11) and s2.seeds == (4,) and s2.vocab_size == 1024
 
 
 def test_digest_ignores_launcher_options(tmp_path):
-    a = spec.load_spec(write(tmp_path, BASE))
-    b = spec.load_spec(write(tmp_path, BASE + "[launcher]\nworkers = 2\n"))
-    c = spec.load_spec(write(tmp_path, BASE.replace("sizes = 3", "sizes = 4")))
+    a = load_text(tmp_path, BASE)
+    b = load_text(tmp_path, BASE + "[launcher]\nworkers = 2\n")
+    c = load_text(tmp_path, BASE.replace("sizes = 3", "sizes = 4"))
     assert a.digest() == b.digest() != c.digest()
 
 
 def test_plan_meets_budgets_and_recipe(tmp_path):
     from scaling.flops import flops_per_token
 
-    s = spec.load_spec(write(tmp_path, BASE))
+    s = load_text(tmp_path, BASE)
     planned = plan_sweep(s).runs
     assert len(planned) == 6
     for p in planned:
@@ -117,7 +99,7 @@ def test_plan_meets_budgets_and_recipe(tmp_path):
 def test_deepseek_recipe_sets_batch_and_lr_from_the_budget(tmp_path):
     from sweeps.hparams import DEEPSEEK
 
-    s = spec.load_spec(write(tmp_path, BASE.replace("tiny-bytes", "deepseek")))
+    s = load_text(tmp_path, BASE.replace("tiny-bytes", "deepseek"))
     for p in plan_sweep(s).runs:
         assert p.config.optim.lr == pytest.approx(DEEPSEEK.lr(p.config.budget))
         assert p.config.batch_size == DEEPSEEK.batch_size(p.config.budget, 16)
@@ -126,7 +108,7 @@ def test_deepseek_recipe_sets_batch_and_lr_from_the_budget(tmp_path):
 def test_explicit_sizes_and_wsd_sharing(tmp_path):
     text = BASE.replace("sizes = 3\nspan = 4.0", "params = [8000, 16000, 32000]") + (
         "[schedule]\nkind = \"wsd\"\ndecay_frac = 0.2\n")
-    s = spec.load_spec(write(tmp_path, text))
+    s = load_text(tmp_path, text)
     plan = plan_sweep(s)
     by_model = {}
     for r in plan.runs:
@@ -143,22 +125,22 @@ def test_explicit_sizes_and_wsd_sharing(tmp_path):
 
 
 def test_checks_warn_and_refuse(tmp_path):
-    s = spec.load_spec(write(tmp_path, BASE.replace("min_steps = 10", "min_steps = 100000")))
+    s = load_text(tmp_path, BASE.replace("min_steps = 10", "min_steps = 100000"))
     plan = plan_sweep(s)
     kinds = {(f.level, f.check) for f in plan.findings}
     assert ("warning", "steps") in kinds
-    strict = spec.load_spec(write(tmp_path, BASE.replace("min_steps = 10", "min_steps = 100000")
-                                  + "strict = true\n"))
+    strict = load_text(tmp_path, BASE.replace("min_steps = 10", "min_steps = 100000")
+                                 + "strict = true\n")
     with pytest.raises(UserError, match="checks.strict"):
         plan_sweep(strict)
-    few = spec.load_spec(write(tmp_path, BASE.replace("min_sizes = 3", "min_sizes = 5")))
+    few = load_text(tmp_path, BASE.replace("min_sizes = 3", "min_sizes = 5"))
     assert any(f.check == "sizes" for f in plan_sweep(few).findings)
-    off = spec.load_spec(write(tmp_path, BASE.replace("sizes = 3\nspan = 4.0",
-                                                      "params = [4000, 5000, 6000]")))
+    off = load_text(tmp_path, BASE.replace("sizes = 3\nspan = 4.0",
+                                           "params = [4000, 5000, 6000]"))
     msgs = [f.message for f in plan_sweep(off).findings if f.check == "bracket"]
     assert msgs and "do not bracket" in msgs[0]
-    epochs = spec.load_spec(write(tmp_path, BASE.replace("seq_len = 16",
-                                                         "seq_len = 16\nmax_epochs = 1.0")))
+    epochs = load_text(tmp_path, BASE.replace("seq_len = 16",
+                                              "seq_len = 16\nmax_epochs = 1.0"))
     with pytest.raises(UserError, match="data.max_epochs"):
         checks.check_plan(plan_sweep(epochs, check=False), train_tokens=1000)
     assert checks.check_plan(plan_sweep(epochs, check=False), train_tokens=10**9) == []
@@ -170,7 +152,7 @@ def test_too_few_steps_is_refused(tmp_path):
 
     from sweeps.plan import SweepPlan
 
-    plan = plan_sweep(spec.load_spec(write(tmp_path, BASE)), check=False)
+    plan = plan_sweep(load_text(tmp_path, BASE), check=False)
     first = plan.runs[0]
     short = dataclasses.replace(first, config=first.config.with_(n_steps=9))
     bad = SweepPlan(spec=plan.spec, runs=(short, *plan.runs[1:]))
@@ -179,7 +161,7 @@ def test_too_few_steps_is_refused(tmp_path):
 
 
 def test_impossible_budget_is_a_user_error(tmp_path):
-    s = spec.load_spec(write(tmp_path, BASE.replace("[1e10, 3e10]", "[1e5]")))
+    s = load_text(tmp_path, BASE.replace("[1e10, 3e10]", "[1e5]"))
     with pytest.raises(UserError, match="budgets"):
         plan_sweep(s)
 
@@ -194,12 +176,10 @@ def test_examples_parse_and_plan(name):
 
 
 def _model_spec(model: str):
-    import tomllib
-
     text = ('name = "m"\nbudgets = [1e11]\n[data]\nseq_len = 128\n[grid]\nsizes = 6\n'
             'span = 16.0\ntokens_per_param = 40.0\n[optim]\nrecipe = "tiny-bytes"\n'
             '[checks]\nmin_sizes = 1\n[model]\n' + model)
-    return spec.parse_spec(tomllib.loads(text))
+    return parse_text(text)
 
 
 def test_model_shape_and_parameterization_reach_the_plan():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,12 @@ from scaling.errors import UserError
 from scaling.fileio import read_json_object
 from sweeps import hparams
 from sweeps.plan import plan_sweep
-from sweeps.spec import parse_spec
 from sweeps.sweep import run_sweep
 from sweeps.tune import plan_tune
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lr_trainer import BATCH_LAW, BATCH_LR_EXP, true_batch, true_lr  # noqa: E402
+from spec_helpers import parse_text, small_grid  # noqa: E402
 
 TRAINER = [sys.executable, str(Path(__file__).with_name("lr_trainer.py"))]
 
@@ -33,15 +32,7 @@ budgets = [3e10]
 [data]
 source = "synthetic"
 seq_len = 32
-[grid]
-sizes = 3
-span = 4.0
-[optim]
-recipe = "tiny-bytes"
-[checks]
-min_steps = 1
-min_sizes = 1
-[tune]
+""" + small_grid(min_steps=1, min_sizes=1) + """[tune]
 cells = [[3e3, 20], [3e4, 20], [1e4, 80]]
 lr_multipliers = [0.0625, 0.25, 1, 4, 16]
 bootstrap = 100
@@ -53,15 +44,7 @@ budgets = [1e11]
 [data]
 source = "synthetic"
 seq_len = 32
-[grid]
-sizes = 3
-span = 4.0
-[optim]
-recipe = "fitted:tuner"
-[checks]
-min_steps = 1
-min_sizes = 1
-"""
+""" + small_grid(recipe="fitted:tuner", min_steps=1, min_sizes=1)
 
 
 def test_fit_cell_brackets_and_says_which_way_to_extend():
@@ -97,7 +80,7 @@ def test_law_recovers_known_exponents_with_intervals():
 
 @pytest.mark.slow
 def test_tune_block_runs_fits_saves_and_a_second_spec_uses_the_law(tmp_path, monkeypatch):
-    spec = parse_spec(tomllib.loads(TUNE_SPEC))
+    spec = parse_text(TUNE_SPEC)
     planned = plan_tune(spec)
     assert len(planned) == 3 * 5
     assert all(r.config.sweep == "tuner-tune" for r in planned)
@@ -112,7 +95,7 @@ def test_tune_block_runs_fits_saves_and_a_second_spec_uses_the_law(tmp_path, mon
     config = runs.read_config_json(runs.run_dir_for(tmp_path, planned[0].config))
     assert config["recipe"] == "tiny-bytes[tune lr x0.0625]"
 
-    user = parse_spec(tomllib.loads(USER_SPEC))
+    user = parse_text(USER_SPEC)
     with pytest.raises(UserError, match="optim.recipe: no fitted lr law for sweep 'tuner'"):
         plan_sweep(user, check=False, runs_dir=tmp_path / "elsewhere")
     monkeypatch.setenv(hparams.RUNS_DIR_ENV, str(tmp_path))  # what `scaling plan` reads
@@ -131,7 +114,7 @@ BATCH_TUNE_SPEC = TUNE_SPEC.replace("bootstrap = 100", "bootstrap = 100\nbatch_s
 def test_batch_tuning_recovers_a_known_lr_and_batch_law_and_the_planner_uses_it(tmp_path):
     """The stand-in trainer's --batch loss: lr*(N, D, B) = lr*(N, D) (B/256)^0.5 and
     B*(C) = 256 (C/1e10)^0.25 tokens; the fitted recipe plans B*(budget) and lr* there."""
-    spec = parse_spec(tomllib.loads(BATCH_TUNE_SPEC))
+    spec = parse_text(BATCH_TUNE_SPEC)
     planned = plan_tune(spec)
     assert len(planned) == 3 * 3 * 5
     assert {r.config.batch_size for r in planned} == {2, 8, 32}
@@ -147,7 +130,7 @@ def test_batch_tuning_recovers_a_known_lr_and_batch_law_and_the_planner_uses_it(
     assert law.batch.batch_tokens(1e11) == pytest.approx(true_batch(1e11), rel=0.1)
     assert LrLaw.from_dict(law.to_dict()) == law
 
-    user = parse_spec(tomllib.loads(USER_SPEC))
+    user = parse_text(USER_SPEC)
     plan = plan_sweep(user, check=False, runs_dir=tmp_path)
     # B*(1e11) = 455 tokens = 14.2 sequences of 32: the recipe's power of two is 16
     assert {r.config.batch_size for r in plan.runs} == {16}
@@ -209,38 +192,38 @@ def test_tune_spec_errors():
     bad = TUNE_SPEC.replace("cells = [[3e3, 20], [3e4, 20], [1e4, 80]]",
                             "cells = [[3e3]]")
     with pytest.raises(UserError, match=r"tune.cells\[0\]: expected \[n_params, tokens_per_param\]"):
-        parse_spec(tomllib.loads(bad))
+        parse_text(bad)
     bad = TUNE_SPEC.replace("lr_multipliers = [0.0625, 0.25, 1, 4, 16]",
                             "lr_multipliers = [1, 2]")
     with pytest.raises(UserError, match="tune.lr_multipliers: expected a list of >= 3"):
-        parse_spec(tomllib.loads(bad))
+        parse_text(bad)
     with pytest.raises(UserError, match="optim.recipe: expected fitted:<sweep name>"):
-        parse_spec(tomllib.loads(USER_SPEC.replace("fitted:tuner", "fitted:")))
+        parse_text(USER_SPEC.replace("fitted:tuner", "fitted:"))
     # specs without a [tune] block keep their digest (no "tune" key in the dict)
-    assert "tune" not in parse_spec(tomllib.loads(USER_SPEC)).to_dict()
+    assert "tune" not in parse_text(USER_SPEC).to_dict()
     for batches, message in (("[4, 8]", r"tune.batch_sizes: expected a list of >= 3 positive"),
                              ("[4, 8, 0]", r"tune.batch_sizes\[2\]: expected a positive integer"),
                              ("[4, 8, 16.5]", r"tune.batch_sizes\[2\]: expected a positive integer"),
                              ("[4, 8, 8]", "tune.batch_sizes: expected distinct values")):
         with pytest.raises(UserError, match=message):
-            parse_spec(tomllib.loads(TUNE_SPEC + f"batch_sizes = {batches}\n"))
+            parse_text(TUNE_SPEC + f"batch_sizes = {batches}\n")
     accum = TUNE_SPEC.replace("[checks]", "[train]\ngrad_accum = 4\n[checks]")
     with pytest.raises(UserError, match=r"tune.batch_sizes\[1\]: expected a multiple of "
                                         r"train.grad_accum \(4\), got 6"):
-        parse_spec(tomllib.loads(accum + "batch_sizes = [4, 6, 8]\n"))
+        parse_text(accum + "batch_sizes = [4, 6, 8]\n")
     own = TUNE_SPEC.replace('recipe = "tiny-bytes"', 'recipe = "fitted:tuner"')
     with pytest.raises(UserError, match="tune.recipe: required when optim.recipe is 'fitted:tuner'"):
-        parse_spec(tomllib.loads(own))
-    spec = parse_spec(tomllib.loads(own + 'recipe = "tiny-bytes"\n'))
+        parse_text(own)
+    spec = parse_text(own + 'recipe = "tiny-bytes"\n')
     assert {r.recipe for r in plan_tune(spec)} >= {"tiny-bytes[tune lr x1]"}
     # an LR-only [tune] block keeps its digest when the batch keys are absent
-    plain = parse_spec(tomllib.loads(TUNE_SPEC))
-    assert parse_spec(tomllib.loads(TUNE_SPEC + "batch_sizes = []\n")).digest() == plain.digest()
-    assert parse_spec(tomllib.loads(BATCH_TUNE_SPEC)).digest() != plain.digest()
+    plain = parse_text(TUNE_SPEC)
+    assert parse_text(TUNE_SPEC + "batch_sizes = []\n").digest() == plain.digest()
+    assert parse_text(BATCH_TUNE_SPEC).digest() != plain.digest()
 
 
 def test_a_grid_that_cannot_be_planned_fails_before_the_tuning_trains(tmp_path):
-    spec = parse_spec(tomllib.loads(TUNE_SPEC.replace("budgets = [3e10]", "budgets = [1e6]")))
+    spec = parse_text(TUNE_SPEC.replace("budgets = [3e10]", "budgets = [1e6]"))
     with pytest.raises(UserError, match="budgets: "):
         run_sweep(spec, tmp_path, workers=1, train_cmd=TRAINER)
     assert not (tmp_path / "tuner-tune").exists()
@@ -251,7 +234,7 @@ def test_one_spec_tunes_and_then_trains_its_grid_with_its_own_law(tmp_path):
     own = (TUNE_SPEC.replace('recipe = "tiny-bytes"', 'recipe = "fitted:tuner"')
            .replace("cells = [[3e3, 20], [3e4, 20], [1e4, 80]]", "cells = [[1e4, 20]]")
            + 'recipe = "tiny-bytes"\n')
-    spec = parse_spec(tomllib.loads(own))
+    spec = parse_text(own)
     outcome = run_sweep(spec, tmp_path, workers=2, train_cmd=TRAINER)
     law = hparams.read_law(hparams.law_path("tuner", tmp_path))
     assert law.base_recipe == "tiny-bytes" and law.n_exp == 0.0  # one cell: a constant
