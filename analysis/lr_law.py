@@ -84,6 +84,19 @@ class BatchLaw:
         return float(self.coef * flops ** self.exp)
 
 
+def power_law_lr(name: str, law: tuple[float, float, float, float], n_params: float,
+                 n_tokens: float, batch_tokens: float | None = None) -> float:
+    """lr = coef N^n_exp D^d_exp [B^b_exp] for law = (coef, n_exp, d_exp, b_exp); a law
+    with a batch exponent needs batch_tokens."""
+    coef, n_exp, d_exp, b_exp = law
+    raw = coef * n_params ** n_exp * n_tokens ** d_exp
+    if b_exp:
+        if batch_tokens is None:
+            raise ValueError(f"{name}: this lr law depends on the batch; pass batch_tokens")
+        raw *= batch_tokens ** b_exp
+    return float(raw)
+
+
 @dataclass(frozen=True)
 class LrLaw:
     """lr*(N, D, B) = coef * N**n_exp * D**d_exp * B**b_exp (B: tokens per step; b_exp is 0
@@ -108,13 +121,8 @@ class LrLaw:
     """bootstrap (ln coef, n_exp, d_exp, b_exp), for bands (empty in format-1 files)."""
 
     def lr(self, n_params: float, n_tokens: float, batch_tokens: float | None = None) -> float:
-        raw = self.coef * n_params ** self.n_exp * n_tokens ** self.d_exp
-        if self.b_exp:
-            if batch_tokens is None:
-                raise ValueError(f"{self.name}: this lr law depends on the batch; pass "
-                                 "batch_tokens")
-            raw *= batch_tokens ** self.b_exp
-        return float(raw)
+        return power_law_lr(self.name, (self.coef, self.n_exp, self.d_exp, self.b_exp),
+                            n_params, n_tokens, batch_tokens)
 
     def to_dict(self) -> dict:
         return {"format": LAW_FORMAT, **asdict(self)}
@@ -389,4 +397,5 @@ def batch_cells_of(law: LrLaw) -> tuple[BatchOptimum, ...]:
 
 
 __all__ = ["BatchLaw", "BatchOptimum", "CellOptimum", "LrLaw", "batch_cells_of",
-           "batch_cells_of_cells", "fit_batch_cell", "fit_cell", "fit_lr_law", "read_law"]
+           "batch_cells_of_cells", "fit_batch_cell", "fit_cell", "fit_lr_law", "power_law_lr",
+           "read_law"]

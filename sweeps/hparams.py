@@ -201,13 +201,10 @@ class FittedRecipe(Recipe):
            n_tokens: float | None = None, batch_tokens: float | None = None) -> float:
         if n_params is None or n_tokens is None:  # a budget-level call (for the batch):
             return super().lr(flops, d_model)   # the base rule; runs always pass N and D
-        raw = self.law_coef * n_params ** self.law_n_exp * n_tokens ** self.law_d_exp
-        if self.law_b_exp:
-            if batch_tokens is None:
-                raise ValueError(f"{self.name}: the fitted lr depends on the batch; pass "
-                                 "batch_tokens")
-            raw *= batch_tokens ** self.law_b_exp
-        return float(min(max(raw, self.lr_min), self.lr_max))
+        raw = lr_law.power_law_lr(
+            self.name, (self.law_coef, self.law_n_exp, self.law_d_exp, self.law_b_exp),
+            n_params, n_tokens, batch_tokens)
+        return min(max(raw, self.lr_min), self.lr_max)
 
 
 def default_runs_dir() -> Path:
