@@ -152,13 +152,13 @@ def _read_entry(entry: Path, dtype: np.dtype,
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") != key:
+        if meta.get("key") != key:  # the key holds CACHE_FORMAT too
             return None  # built by other code or settings: rebuilt, never reused
         arrays = []
         for split in ("train", "valid"):
             n = meta[f"n_{split}"]
             path = entry / f"{split}.bin"
-            if path.stat().st_size != n * dtype.itemsize or meta.get("format") != CACHE_FORMAT:
+            if path.stat().st_size != n * dtype.itemsize:
                 return None
             arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else
                           np.zeros(0, dtype))
