@@ -20,10 +20,13 @@ Rates are steady state (compile excluded), the best of `--rounds` rounds, both i
 tokens/s and in tokens per CPU-second of this process (all its threads), which a loaded
 machine disturbs much less than wall time. `--end-to-end SIZE:K:STEPS` adds the wall time of
 the local launcher on K fresh runs (process starts, data loads and compilations included), a
-separate table: it is not the steady-state ratio.
+separate table: it is not the steady-state ratio. `--batch-scaling 4,8,16,32` adds one
+separate run's tokens/s at other batch sizes: where a k times larger batch trains little
+more tokens/s, a group of k, whose ops are as much larger, is not expected to either.
 It prints a table and appends it to BENCHMARKS.md with the machine, versions, date and load.
 Usage: .venv/bin/python bench/replica_throughput.py [--sizes 2.9K,10K,27K,105K]
        [--replicas 1,4,8,16] [--seconds 1.0] [--rounds 3] [--end-to-end 2.9K:8:3400]
+       [--batch-scaling 4,8,16,32]
        [--no-write]
 """
 
@@ -70,11 +73,11 @@ SIZES = {"2.9K": 1, "10K": 2, "27K": 3, "59K": 4, "105K": 5, "282K": 7}  # -> de
 SEQ, BATCH, LOG_EVERY, CHECKPOINT_EVERY = 128, 4, 25, 1000  # examples/demo.toml
 
 
-def run_config(size: str, seed: int = 0, lr: float = 1e-2) -> RunConfig:
+def run_config(size: str, seed: int = 0, lr: float = 1e-2, batch: int = BATCH) -> RunConfig:
     depth = SIZES[size]
     model = make_config(RECIPE.width_for_depth(depth), depth, 256, SEQ, recipe=RECIPE)
     return RunConfig(model=model, optim=OptimConfig(lr=lr), schedule=ScheduleConfig(kind="cosine"),
-                     batch_size=BATCH, n_steps=10**6, seed=seed, log_every=LOG_EVERY,
+                     batch_size=batch, n_steps=10**6, seed=seed, log_every=LOG_EVERY,
                      checkpoint_every=CHECKPOINT_EVERY)
 
 
@@ -84,8 +87,8 @@ def steps_per_dispatch(cfg: RunConfig) -> int:
     return dispatch.aligned_steps_per_dispatch(k, (cfg.log_every, cfg.checkpoint_every))
 
 
-def batches(n_replicas: int | None, k: int, seed: int = 0) -> np.ndarray:
-    shape = (k, 1, BATCH, SEQ + 1) if n_replicas is None else (n_replicas, k, 1, BATCH, SEQ + 1)
+def batches(n_replicas: int | None, k: int, seed: int = 0, batch: int = BATCH) -> np.ndarray:
+    shape = (k, 1, batch, SEQ + 1) if n_replicas is None else (n_replicas, k, 1, batch, SEQ + 1)
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.int32)
 
 
@@ -110,20 +113,20 @@ class Timed:
         return n * self.tokens_per_call / wall, n * self.tokens_per_call / max(cpu, 1e-9)
 
 
-def bench_separate(size: str) -> Timed:
+def bench_separate(size: str, batch: int = BATCH) -> Timed:
     t_begin = time.perf_counter()
-    cfg = run_config(size)
+    cfg = run_config(size, batch=batch)
     k = steps_per_dispatch(cfg)
     ts = TrainState(cfg, mesh_lib.make_mesh(1, jax.devices()[:1]))  # a run alone: one device
     step_fn, state = make_step_fn(ts), ts.init()
     holder = {"p": state["params"], "o": state["opt_state"]}
-    data, step0 = jax.device_put(batches(None, k)), np.asarray(0, np.int32)
+    data, step0 = jax.device_put(batches(None, k, batch=batch)), np.asarray(0, np.int32)
 
     def call():
         holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, data)
         return ce
 
-    return Timed(call, k * BATCH * SEQ, k, t_begin)
+    return Timed(call, k * batch * SEQ, k, t_begin)
 
 
 def bench_group(size: str, n_replicas: int) -> Timed:
@@ -184,6 +187,24 @@ def end_to_end(size: str, n_replicas: int, n_steps: int) -> dict[str, float]:
     return walls
 
 
+def batch_scaling(size: str, batch_sizes: list[int], args) -> list[tuple]:
+    """(size, batch, best tokens/s, ratio to the first batch size, round spread) of one
+    separate run at each batch size, rounds interleaved."""
+    if not batch_sizes:
+        return []
+    timers = {b: bench_separate(size, b) for b in batch_sizes}
+    rates: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    for _ in range(args.rounds):
+        for b, timer in timers.items():
+            rates[b].append(timer.measure(args.seconds)[0])
+    base = max(rates[batch_sizes[0]])
+    rows = [(size, b, max(r), max(r) / base, max(r) / min(r) - 1) for b, r in rates.items()]
+    for row in rows:
+        print(f"{size} batch {row[1]}: separate {row[2]:,.0f} tok/s ({row[3]:.2f}x batch "
+              f"{batch_sizes[0]}, round spread {row[4]:.0%})", flush=True)
+    return rows
+
+
 def solo_worker(size: str, seconds: float, rounds: int) -> None:
     """Child mode for "separate, workers = 2": compile, say ready, wait for the go line on
     stdin, measure, print the best round's tokens/s."""
@@ -219,6 +240,36 @@ def separate_two_workers(size: str, seconds: float, rounds: int) -> float:
     return sum(rates)
 
 
+def tables(rows: list[dict], e2e_rows: list[tuple], batch_rows: list[tuple],
+           batch_sizes: list[int]) -> str:
+    """The markdown tables of the three measurements (those that ran)."""
+    header = ("| size | N | replicas k | k separate runs, workers = 1, aggregate tok/s | "
+              "k separate runs, workers = 2, aggregate tok/s | group of k, aggregate tok/s | "
+              "group / separate, workers = 1 | group / separate, workers = 2 | group / separate "
+              "per CPU-second | separate runs' round spread |")
+    lines = [header, "|" + "---|" * 10] if rows else []
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['n']:,} | {r['k']} | {r['sep']:,.0f} | {r['sep2']:,.0f} | "
+                     f"{r['grp']:,.0f} | **{r['grp'] / r['sep']:.2f}x** | {r['grp'] / r['sep2']:.2f}x | "
+                     f"{r['grp_cpu'] / r['sep_cpu']:.2f}x | {r['spread']:.0%} |")
+    if e2e_rows:
+        lines += [""] if lines else []
+        lines += ["| size | runs k | steps each | separate, workers = 1, s | separate, workers = 2, "
+                  "s | one group, workers = 1, s | separate (w = 1) / group | separate (w = 2) / "
+                  "group |", "|" + "---|" * 8]
+        for size, k, n_steps, w in e2e_rows:
+            a, b, g = w["separate, workers = 1"], w["separate, workers = 2"], w["group"]
+            lines.append(f"| {size} | {k} | {n_steps} | {a:.1f} | {b:.1f} | {g:.1f} | "
+                         f"{a / g:.2f}x | {b / g:.2f}x |")
+    if batch_rows:
+        lines += [""] if lines else []
+        lines += [f"| size | batch | separate run, workers = 1, tok/s | vs batch {batch_sizes[0]} | "
+                  "round spread |", "|" + "---|" * 5]
+        for size, batch, rate, ratio, spread in batch_rows:
+            lines.append(f"| {size} | {batch} | {rate:,.0f} | {ratio:.2f}x | {spread:.0%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2.9K,10K,27K,105K")
@@ -232,6 +283,10 @@ def main() -> None:
     parser.add_argument("--end-to-end", default="", metavar="SIZE:K:STEPS,...",
                         help="also time the local launcher on K fresh runs of STEPS steps, "
                              "separately and as one group (e.g. 2.9K:8:400)")
+    parser.add_argument("--batch-scaling", default="", metavar="B,...",
+                        help="also time one separate run (workers = 1) at these batch sizes "
+                             "(e.g. 4,8,16,32): flat tokens/s means a bigger step, grouped "
+                             "or not, has no per-dispatch cost left to amortize")
     parser.add_argument("--compile-cache", metavar="DIR",
                         help="persistent compilation cache for the throughput rows (their "
                              "start-up columns then time cache loads, not compilations)")
@@ -248,7 +303,7 @@ def main() -> None:
     ks = [int(k) for k in args.replicas.split(",") if k]
     t_start, load_before = time.perf_counter(), os.getloadavg()
     rows = []
-    for size in sizes:
+    for size in sizes if ks else []:  # --replicas '': batch scaling or end to end only
         cfg = run_config(size)
         n_params = param_counts(cfg.model)["total"]
         timers = {"separate": bench_separate(size)}
@@ -270,6 +325,8 @@ def main() -> None:
                   f"round spread {spread:.0%}), {sep_two:,.0f} (workers=2); group {wall:,.0f} "
                   f"tok/s: {wall / sep_wall:.2f}x workers=1, {wall / sep_two:.2f}x workers=2, "
                   f"{cpu / sep_cpu:.2f}x per CPU-second", flush=True)
+    batch_sizes = [int(b) for b in args.batch_scaling.split(",") if b]
+    batch_rows = [row for size in sizes for row in batch_scaling(size, batch_sizes, args)]
     e2e_rows = []
     for item in [x for x in args.end_to_end.split(",") if x]:
         size, k, n_steps = item.split(":")
@@ -278,25 +335,7 @@ def main() -> None:
         print(f"{size} k={k} x {n_steps} steps end to end: "
               + ", ".join(f"{n} {w:.1f} s" for n, w in walls.items()), flush=True)
     minutes, load_after = (time.perf_counter() - t_start) / 60, os.getloadavg()
-    header = ("| size | N | replicas k | k separate runs, workers = 1, aggregate tok/s | "
-              "k separate runs, workers = 2, aggregate tok/s | group of k, aggregate tok/s | "
-              "group / separate, workers = 1 | group / separate, workers = 2 | group / separate "
-              "per CPU-second | separate runs' round spread |")
-    lines = [header, "|" + "---|" * 10] if rows else []
-    for r in rows:
-        lines.append(f"| {r['size']} | {r['n']:,} | {r['k']} | {r['sep']:,.0f} | {r['sep2']:,.0f} | "
-                     f"{r['grp']:,.0f} | **{r['grp'] / r['sep']:.2f}x** | {r['grp'] / r['sep2']:.2f}x | "
-                     f"{r['grp_cpu'] / r['sep_cpu']:.2f}x | {r['spread']:.0%} |")
-    if e2e_rows:
-        lines += [""] if lines else []
-        lines += ["| size | runs k | steps each | separate, workers = 1, s | separate, workers = 2, "
-                  "s | one group, workers = 1, s | separate (w = 1) / group | separate (w = 2) / "
-                  "group |", "|" + "---|" * 8]
-        for size, k, n_steps, w in e2e_rows:
-            a, b, g = w["separate, workers = 1"], w["separate, workers = 2"], w["group"]
-            lines.append(f"| {size} | {k} | {n_steps} | {a:.1f} | {b:.1f} | {g:.1f} | "
-                         f"{a / g:.2f}x | {b / g:.2f}x |")
-    table = "\n".join(lines)
+    table = tables(rows, e2e_rows, batch_rows, batch_sizes)
     print(table)
     if args.no_write:
         return
@@ -309,9 +348,10 @@ def main() -> None:
     section = [
         f"\n## Replica groups vs separate runs ({when})\n",
         f"`bench/replica_throughput.py --sizes '{','.join(sizes)}' --replicas "
-        f"{','.join(map(str, ks))} --seconds {args.seconds:g} --rounds {args.rounds}"
-        f"{' --end-to-end ' + args.end_to_end if args.end_to_end else ''}`"
-        f"{'' if rows else ' (end to end only: the steady-state description does not apply)'}: "
+        f"'{','.join(map(str, ks))}' --seconds {args.seconds:g} --rounds {args.rounds}"
+        f"{' --end-to-end ' + args.end_to_end if args.end_to_end else ''}"
+        f"{' --batch-scaling ' + args.batch_scaling if args.batch_scaling else ''}`"
+        f"{'' if rows else ' (no group rows: the steady-state description does not apply)'}: "
         f"examples/demo.toml's shapes (depth ladder, aspect 8; byte vocabulary, seq {SEQ}, "
         f"batch {BATCH}, SwiGLU, tied embeddings, AdamW with clipping, float32), steps per "
         f"dispatch as the trainer picks them under log_every = {LOG_EVERY}. Steady state "
@@ -335,6 +375,9 @@ def main() -> None:
            "grouped (`launcher.group_replicas`, workers = 1), each side from an empty "
            "compilation cache.\n"]
           if e2e_rows else []),
+        *(["Batch scaling (last table): one separate run's steady-state tokens/s (workers = 1, "
+           "steps per dispatch picked for each batch as the trainer does) at other batch sizes, "
+           "rounds interleaved across the batch sizes.\n"] if batch_rows else []),
         table + "\n",
     ]
     with open(REPO / "BENCHMARKS.md", "a", encoding="utf-8") as f:
