@@ -142,9 +142,9 @@ def test_demo_forecast_against_a_known_law(tmp_path):
     optimum, the exponent interval holds the law's a = beta / (alpha + beta), the forecast
     run's predicted loss is within 1% of the law at its (N, D), its prediction interval holds
     the law's value there, and the check scores the run as it printed. Whether the jittered
-    run itself lands inside the 80% interval is a draw (its jitter hashes the run's config,
-    whose fitted lr differs in its last digits between CPUs: inside on a Xeon, just outside
-    on an AMD EPYC), so it is not asserted."""
+    run itself lands inside the 80% interval is a draw (its jitter hashes the run's whole
+    config, fitted lr included, which can differ in its last digits between CPUs: inside on
+    a Xeon, just outside on an AMD EPYC), so it is not asserted."""
     (tmp_path / "tiny.toml").write_text(TINY_SPEC.replace("[0.03, 1, 30]", "[0.25, 1.5, 4]"))
     (tmp_path / "trainer.py").write_text(LAW_TRAINER)
     env = {**os.environ, "SCALING_TRAIN_CMD": json.dumps([sys.executable,
@@ -163,8 +163,8 @@ def test_demo_forecast_against_a_known_law(tmp_path):
     truth = LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
     assert forecast["loss"] == pytest.approx(truth, rel=0.01)
     check = _read(runs / "tinydemo" / "forecast_check.json")
-    lo, hi = check["interval"]
-    assert lo <= truth <= hi and abs(check["error"]) < 0.01
+    pi_lo, pi_hi = check["interval"]
+    assert pi_lo <= truth <= pi_hi and abs(check["error"]) < 0.01
     verdict = "the forecast held" if check["inside"] else "the forecast failed"
     assert verdict in first.stdout
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/result.json")}
