@@ -113,6 +113,16 @@ class Timed:
         return n * self.tokens_per_call / wall, n * self.tokens_per_call / max(cpu, 1e-9)
 
 
+def interleaved(timers: dict, rounds: int, seconds: float) -> dict:
+    """{name: [(tokens/s, tokens per CPU-second) per round]}, the timers measured in turn in
+    every round, so load changes hit every variant alike."""
+    rates: dict = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            rates[name].append(timer.measure(seconds))
+    return rates
+
+
 def bench_separate(size: str, batch: int = BATCH) -> Timed:
     t_begin = time.perf_counter()
     cfg = run_config(size, batch=batch)
@@ -193,12 +203,10 @@ def batch_scaling(size: str, batch_sizes: list[int], args) -> list[tuple]:
     if not batch_sizes:
         return []
     timers = {b: bench_separate(size, b) for b in batch_sizes}
-    rates: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    for _ in range(args.rounds):
-        for b, timer in timers.items():
-            rates[b].append(timer.measure(args.seconds)[0])
-    base = max(rates[batch_sizes[0]])
-    rows = [(size, b, max(r), max(r) / base, max(r) / min(r) - 1) for b, r in rates.items()]
+    walls = {b: [wall for wall, _ in r] for b, r in interleaved(timers, args.rounds,
+                                                                 args.seconds).items()}
+    base = max(walls[batch_sizes[0]])
+    rows = [(size, b, max(r), max(r) / base, max(r) / min(r) - 1) for b, r in walls.items()]
     for row in rows:
         print(f"{size} batch {row[1]}: separate {row[2]:,.0f} tok/s ({row[3]:.2f}x batch "
               f"{batch_sizes[0]}, round spread {row[4]:.0%})", flush=True)
@@ -308,10 +316,7 @@ def main() -> None:
         n_params = param_counts(cfg.model)["total"]
         timers = {"separate": bench_separate(size)}
         timers.update({k: bench_group(size, k) for k in ks})
-        rates: dict = {name: [] for name in timers}
-        for _ in range(args.rounds):  # interleaved, so load changes hit every variant alike
-            for name, timer in timers.items():
-                rates[name].append(timer.measure(args.seconds))
+        rates = interleaved(timers, args.rounds, args.seconds)
         del timers  # free the groups' states before the two workers start
         sep_two = separate_two_workers(size, args.seconds, args.rounds)
         sep_wall = max(r[0] for r in rates["separate"])
