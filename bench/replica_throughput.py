@@ -130,10 +130,11 @@ def bench_separate(size: str, batch: int = BATCH) -> Timed:
     ts = TrainState(cfg, mesh_lib.make_mesh(1, jax.devices()[:1]))  # a run alone: one device
     step_fn, state = make_step_fn(ts), ts.init()
     holder = {"p": state["params"], "o": state["opt_state"]}
-    data, step0 = jax.device_put(batches(None, k, batch=batch)), np.asarray(0, np.int32)
+    data = jax.device_put(batches(None, k, batch=batch))
+    step0, step1 = np.asarray(0, np.int32), np.asarray(k, np.int32)
 
     def call():
-        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, data)
+        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data)
         return ce
 
     return Timed(call, k * batch * SEQ, k, t_begin)
@@ -153,10 +154,11 @@ def bench_group(size: str, n_replicas: int) -> Timed:
                                             np.float32) for n in OPTIM_SCALARS}, sharding)
     holder = {"p": stacked["params"], "o": stacked["opt_state"]}
     data = jax.device_put(batches(lanes, k), sharding)
-    step0 = np.asarray(0, np.int32)
+    step0, step1 = np.asarray(0, np.int32), np.asarray(k, np.int32)
 
     def call():
-        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, data, hparams)
+        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data,
+                                                   hparams)
         return ce
 
     return Timed(call, n_replicas * k * BATCH * SEQ, k, t_begin)

@@ -27,9 +27,9 @@ def auto_steps_per_dispatch(flops_per_step: float, backend: str) -> int:
 def aligned_steps_per_dispatch(k: int, periods: tuple[int, ...]) -> int:
     """The largest divisor of the logging/eval/checkpoint periods' gcd that is <= k.
 
-    Every distinct number of steps per dispatch is a separate XLA compilation (about a second
-    each on CPU); with k dividing every period, dispatches are k steps long except near
-    stop, a mark or an unaligned resume (see `chunk_end`).
+    With k dividing every period, dispatches are k steps long except near the stop, a mark
+    or an unaligned resume (see `chunk_end`); the step function runs any number up to k with
+    one compilation, so this only keeps logging, evals and checkpoints on chunk ends.
     """
     g = 0
     for p in periods:
@@ -44,9 +44,8 @@ def chunk_end(s: int, stop: int, k: int, periods: tuple[int, ...], marks: tuple[
     """End of the dispatch starting at step s: the next multiple of k or of any period,
     any mark, or stop, whichever comes first (aligned to global steps, so resumes agree).
     With k aligned to the periods, only marks, the stop and an unaligned resume cut a
-    chunk short, so a run compiles few step functions; the cut chunks must stay scans of
-    their own length (not single steps): XLA's code for a 1-step scan rounds differently,
-    which would break the bit-identity of WSD branches and resumes."""
+    chunk short; a cut chunk runs in the same k-step program as the others (its step count
+    is an argument), so WSD branches and resumes stay bit-identical to uninterrupted runs."""
     end = min(stop, (s // k + 1) * k)
     for p in periods:
         if p > 0:

@@ -169,20 +169,22 @@ def init_group(ts: TrainState, seeds: list[int]) -> dict:
 
 def make_group_step_fn(ts: TrainState, *, devices: list | None = None,
                        fault_step: int | None = None):
-    """jit(params_R, opt_state_R, step0, batches_RxKxAxBxL1, hparams_R) ->
-    (params_R, opt_state_R, ce_RxK, gnorm_RxK, lr_RxK); `hparams_R` maps OPTIM_SCALARS to [R].
+    """jit(params_R, opt_state_R, step0, step1, batches_RxKxAxBxL1, hparams_R) ->
+    (params_R, opt_state_R, ce_RxK, gnorm_RxK, lr_RxK), as scaling.train_step.make_step_fn
+    for each lane; `hparams_R` maps OPTIM_SCALARS to [R].
     With several `devices`, R (a multiple of their number) is split over them (`shard_map`,
     each device its own lanes); the state then lives in `lane_sharding(devices)`."""
-    def one(params, opt_state, step0, batches_KxAxBxL1, hparams):
+    def one(params, opt_state, step0, step1, batches_KxAxBxL1, hparams):
         tx = build_optimizer(ts.cfg, ts.decay_mask, hparams)
         return multi_step_fn(ts, tx, hparams["lr"], fault_step=fault_step)(
-            params, opt_state, step0, batches_KxAxBxL1)
+            params, opt_state, step0, step1, batches_KxAxBxL1)
 
-    step = jax.vmap(one, in_axes=(0, 0, None, 0, 0))
+    step = jax.vmap(one, in_axes=(0, 0, None, None, 0, 0))
     if devices is not None and len(devices) > 1:
         lanes = lane_sharding(devices).spec
         step = jax.shard_map(step, mesh=lane_sharding(devices).mesh,
-                             in_specs=(lanes, lanes, PartitionSpec(), lanes, lanes),
+                             in_specs=(lanes, lanes, PartitionSpec(), PartitionSpec(), lanes,
+                                       lanes),
                              out_specs=lanes)
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -333,11 +335,11 @@ class _Group:
         while step < stop:
             end = dispatch.chunk_end(step, stop, k, periods, ())
             batches = np.stack(pad_lanes([dispatch.chunk_batches(m.token_data.train, m.cfg,
-                                                                 step, end) for m in live],
+                                                                 step, step + k) for m in live],
                                          self.lanes))
             params, opt_state, *outputs = step_fn(
                 self.state["params"], self.state["opt_state"], np.asarray(step, np.int32),
-                batches, hparams)
+                np.asarray(end, np.int32), batches, hparams)
             self.state = {**self.state, "params": params, "opt_state": opt_state}
             if pending is not None:
                 self._process(live, pending)
@@ -381,7 +383,7 @@ class _Group:
         """Each live replica's slice of a dispatched chunk through its own bookkeeping; a
         replica that diverges here is marked diverged at once."""
         s0, s1, *outputs = chunk
-        ce_RxK, gn_RxK, lr_RxK = (mesh_lib.fetch(x) for x in outputs)
+        ce_RxK, gn_RxK, lr_RxK = (mesh_lib.fetch(x)[:, :s1 - s0] for x in outputs)
         for i, m in enumerate(live):
             if m.diverged is not None:
                 continue

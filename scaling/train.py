@@ -296,13 +296,15 @@ class _Trainer:
         pending, last_beat = None, self.t_start
         while step < self.stop:
             end = dispatch.chunk_end(step, self.stop, self.k, periods, marks)
+            # Always k batches (the ones past `end` unused): one program for every chunk.
             batches = train_batches(
-                self.token_data.train, batch_sharding, first_step=step, n_steps=end - step,
+                self.token_data.train, batch_sharding, first_step=step, n_steps=self.k,
                 seed=cfg.seed, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                 seq_len=cfg.model.seq_len)
-            step_arr = mesh_lib.put_global(np.asarray(step, np.int32), self.ts.replicated)
+            step0, step1 = (mesh_lib.put_global(np.asarray(s, np.int32), self.ts.replicated)
+                            for s in (step, end))
             params, opt_state, *outputs = step_fn(
-                self.state["params"], self.state["opt_state"], step_arr, batches)
+                self.state["params"], self.state["opt_state"], step0, step1, batches)
             self.state = {**self.state, "params": params, "opt_state": opt_state}
             if pending is not None:
                 self._process(pending)
@@ -329,7 +331,7 @@ class _Trainer:
     def _process(self, chunk: tuple, extra: dict | None = None) -> None:
         """Fetch a dispatched chunk's metrics, check divergence, write its metrics line."""
         s0, s1, *outputs = chunk
-        ce_K, gn_K, lr_K = (mesh_lib.fetch(x) for x in outputs)
+        ce_K, gn_K, lr_K = (mesh_lib.fetch(x)[:s1 - s0] for x in outputs)
         now = time.time()
         if self.log.steady_time is None:
             self.log.steady_time, self.log.steady_step = now, s1

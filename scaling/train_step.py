@@ -1,6 +1,6 @@
 """The training state (a pure pytree: params as an `nnx.State`, the optax state, the RNG key
-data) and one jitted, pure function that advances it by k steps (`lax.scan` over k optimizer
-steps, each a `lax.scan` over its micro-batches), state donated. AdamW (optax; decoupled
+data) and one jitted, pure function that advances it by up to k steps (a loop over the
+optimizer steps, each a `lax.scan` over its micro-batches), state donated. AdamW (optax; decoupled
 weight decay on matrices only, global-norm clipping), the schedule of `scaling.schedules`,
 bf16 compute with f32 master weights on accelerators, f32 on CPU (layer scan unrolled)."""
 
@@ -133,19 +133,21 @@ class TrainState:
 
 
 def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
-    """jit(params, opt_state, step0, batches_KxAxBxL1) -> (params, opt_state, ce_K, gnorm_K, lr_K)."""
+    """jit(params, opt_state, step0, step1, batches_KxAxBxL1) -> (params, opt_state, ce_K,
+    gnorm_K, lr_K): steps step0..step1-1 (at most K) on the first step1 - step0 batches;
+    the outputs' entries past them are zeros."""
     rep = ts.replicated
     options = step_compiler_options(ts.mesh.devices.flat[0].platform, ts.cfg.model.d_model)
     return jax.jit(
         multi_step_fn(ts, ts.tx, ts.cfg.optim.lr, fault_step=fault_step), donate_argnums=(0, 1),
         compiler_options=options or None,
-        in_shardings=(ts.param_shardings, ts.opt_shardings, rep,
+        in_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep,
                       mesh_lib.batch_sharding(ts.mesh, 2, 4)),
         out_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep, rep))
 
 
 def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None):
-    """The pure (unjitted) k-step update with optimizer `tx` and peak LR `peak_lr` (a float,
+    """The pure (unjitted) update of up to k steps with optimizer `tx` and peak LR `peak_lr` (a float,
     or a traced per-replica value under scaling.replicas' vmap)."""
     cfg = ts.cfg
     z_loss = cfg.optim.z_loss
@@ -180,9 +182,21 @@ def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None)
         lr = learning_rate(step, peak_lr=peak_lr, n_steps=cfg.n_steps, sched=cfg.schedule)
         return (params, opt_state, step + 1), (ce, grad_norm, lr)
 
-    def multi_step(params, opt_state, step0, batches_KxAxBxL1):
-        (params, opt_state, _), (ce_K, gnorm_K, lr_K) = jax.lax.scan(
-            one_step, (params, opt_state, step0), batches_KxAxBxL1)
+    def multi_step(params, opt_state, step0, step1, batches_KxAxBxL1):
+        # A loop of a traced length, not a scan of K: a chunk cut short (at the stop, a
+        # mark or an unaligned resume) runs the same program, so a run compiles one step
+        # function, and every step of it is the same machine code (a scan of another
+        # length, 1 above all, rounds differently).
+        def body(i, carry):
+            state, ce_K, gnorm_K, lr_K = carry
+            state, (ce, gnorm, lr) = one_step(state, batches_KxAxBxL1[i])
+            return state, ce_K.at[i].set(ce), gnorm_K.at[i].set(gnorm), lr_K.at[i].set(lr)
+
+        # zeros_like, not zeros: under a group's shard_map the buffers then vary by lane, as
+        # the metrics written into them do.
+        zeros_K = jnp.zeros_like(batches_KxAxBxL1[:, 0, 0, 0], jnp.float32)
+        (params, opt_state, _), ce_K, gnorm_K, lr_K = jax.lax.fori_loop(
+            0, step1 - step0, body, ((params, opt_state, step0), zeros_K, zeros_K, zeros_K))
         return params, opt_state, ce_K, gnorm_K, lr_K
 
     return multi_step

@@ -12,6 +12,7 @@ from train_helpers import final_params, make_run, read_metrics, tiny_config  # n
 
 from scaling import mesh as mesh_lib
 from scaling import runs, train_step
+from scaling import train as train_mod
 from scaling.config import ScheduleConfig
 from scaling.dispatch import aligned_steps_per_dispatch, auto_steps_per_dispatch, chunk_end
 from scaling.errors import UserError
@@ -72,6 +73,22 @@ def test_steps_per_dispatch_does_not_change_the_result(tmp_path, cache):
     for a, b in zip(p1, p8, strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise, on CPU
     assert [r["train_loss"] for r in read_metrics(one)] == [r["train_loss"] for r in read_metrics(many)]
+
+
+def test_chunks_cut_short_run_in_the_one_compiled_step(tmp_path, cache, monkeypatch):
+    made = []
+
+    def recording(ts, **kwargs):
+        made.append(real(ts, **kwargs))
+        return made[-1]
+
+    real = train_mod.make_step_fn
+    monkeypatch.setattr(train_mod, "make_step_fn", recording)
+    run_dir = make_run(tmp_path, n_steps=11)  # log_every 4: chunks end at 4, 8, 11
+    train_run(run_dir, progress=False, max_steps=6)  # stops at 6, resumes unaligned
+    train_run(run_dir, progress=False)
+    assert [f._cache_size() for f in made] == [1, 1]
+    assert [r["step"] for r in read_metrics(run_dir)] == [4, 8, 11]
 
 
 def test_grad_accumulation_matches_the_full_batch(tmp_path, cache):
@@ -183,7 +200,8 @@ def test_eigen_dot_option_keeps_the_step_and_reaches_the_compiler(monkeypatch):
         monkeypatch.setattr(train_step, "CPU_EIGEN_DOTS_MIN_D_MODEL", min_d_model)
         step_fn = train_step.make_step_fn(ts)
         state = ts.init()
-        args = (state["params"], state["opt_state"], jnp.asarray(0, jnp.int32), batches)
+        args = (state["params"], state["opt_state"], jnp.asarray(0, jnp.int32),
+                jnp.asarray(3, jnp.int32), batches)
         programs.append(step_fn.lower(*args).compile().as_text())
         params, _, ce, *_ = step_fn(*args)
         results.append((jax.tree.leaves(params), np.asarray(ce)))
