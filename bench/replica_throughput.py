@@ -56,8 +56,8 @@ from scaling import mesh as mesh_lib  # noqa: E402
 from scaling.config import DataConfig, OptimConfig, RunConfig, ScheduleConfig  # noqa: E402
 from scaling.data import load_tokens  # noqa: E402
 from scaling.flops import flops_all, param_counts  # noqa: E402
-from scaling.replica_groups import OPTIM_SCALARS  # noqa: E402
 from scaling.replicas import (  # noqa: E402
+    group_scalars,
     init_group,
     lane_sharding,
     make_group_step_fn,
@@ -131,10 +131,11 @@ def bench_separate(size: str, batch: int = BATCH) -> Timed:
     step_fn, state = make_step_fn(ts), ts.init()
     holder = {"p": state["params"], "o": state["opt_state"]}
     data = jax.device_put(batches(None, k, batch=batch))
-    step0, step1 = np.asarray(0, np.int32), np.asarray(k, np.int32)
+    step0, step1, scalars = np.asarray(0, np.int32), np.asarray(k, np.int32), ts.scalars()
 
     def call():
-        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data)
+        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data,
+                                                   scalars)
         return ce
 
     return Timed(call, k * batch * SEQ, k, t_begin)
@@ -150,15 +151,14 @@ def bench_group(size: str, n_replicas: int) -> Timed:
     step_fn = make_group_step_fn(ts, devices=devices)
     sharding = lane_sharding(devices)
     stacked = jax.device_put(init_group(ts, pad_lanes([c.seed for c in cfgs], lanes)), sharding)
-    hparams = jax.device_put({n: np.asarray(pad_lanes([getattr(c.optim, n) for c in cfgs], lanes),
-                                            np.float32) for n in OPTIM_SCALARS}, sharding)
+    scalars = jax.device_put(group_scalars(cfgs, lanes), sharding)
     holder = {"p": stacked["params"], "o": stacked["opt_state"]}
     data = jax.device_put(batches(lanes, k), sharding)
     step0, step1 = np.asarray(0, np.int32), np.asarray(k, np.int32)
 
     def call():
         holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data,
-                                                   hparams)
+                                                   scalars)
         return ce
 
     return Timed(call, n_replicas * k * BATCH * SEQ, k, t_begin)

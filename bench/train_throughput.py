@@ -120,10 +120,11 @@ def bench_suite(cfg: ModelConfig, k: int, batch: int) -> Timed:
     state = ts.init()
     holder = {"p": state["params"], "o": state["opt_state"]}
     data = jax.device_put(batches(cfg, k, batch))
-    step0, step1 = jnp.asarray(0, jnp.int32), jnp.asarray(k, jnp.int32)
+    step0, step1, scalars = jnp.asarray(0, jnp.int32), jnp.asarray(k, jnp.int32), ts.scalars()
 
     def call():
-        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data)
+        holder["p"], holder["o"], ce, *_ = step_fn(holder["p"], holder["o"], step0, step1, data,
+                                                   scalars)
         return ce
 
     return Timed(call, k * batch * cfg.seq_len, k)

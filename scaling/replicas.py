@@ -2,8 +2,8 @@
 trained in one process by one jitted step vmapped over a leading replica axis.
 
 Only the state and the step are shared. The parameters and optimizer states of the R runs
-are stacked along a new leading axis, the optimizer's scalars (lr, weight decay, betas,
-eps, clip norm) go in as [R] arrays, and each replica reads its own batches (they depend
+are stacked along a new leading axis, the step's scalars (lr, weight decay, betas, eps,
+clip norm, the schedule's numbers) go in as [R] arrays, and each replica reads its own batches (they depend
 on its seed), so one dispatch advances every run by the same k steps its solo run would
 take. Everything else is per run, done by scaling.train's own `_Trainer` (one per replica,
 fed its replica's slice of every dispatch): its RunLock, metrics.jsonl, divergence monitor,
@@ -33,9 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from scaling import data as data_lib
@@ -46,9 +44,8 @@ from scaling.compile_cache import enable_compile_cache
 from scaling.errors import UserError
 from scaling.evals import ExtraEvals
 from scaling.lock import RunLock, RunLocked
-from scaling.model import Transformer
-from scaling.replica_groups import OPTIM_SCALARS, group_key
-from scaling.schedules import make_schedule
+from scaling.replica_groups import group_key
+from scaling.schedules import validate as validate_schedule
 from scaling.train import (
     FAULT_ENV,
     HEARTBEAT_S,
@@ -61,10 +58,10 @@ from scaling.train import (
 )
 from scaling.train_step import (
     TrainState,
-    build_optimizer,
     make_eval_fn,
     make_score_fn,
     multi_step_fn,
+    step_scalars,
 )
 
 
@@ -147,39 +144,25 @@ def pad_lanes(rows: list, lanes: int) -> list:
 
 
 def stack_trees(trees: list):
-    """One tree whose leaves are the trees' leaves stacked along a new leading axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+    """One tree of host arrays whose leaves are the trees' leaves stacked along a new
+    leading axis (for a device_put to the lanes: no program to compile per leaf shape)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def init_group(ts: TrainState, seeds: list[int]) -> dict:
-    """The fresh states of runs of `ts`'s shape with these seeds, stacked: what each run's own
-    `ts.init()` gives (the same bits: the seed is traced, the random draws are the same),
-    from one compilation for the whole group instead of one per seed."""
-    tx = ts.tx  # its state's structure and zeros do not depend on the scalars
-
-    def one(seed):
-        with nnx.use_eager_sharding(False):
-            model = Transformer(ts.cfg.model, rngs=nnx.Rngs(jax.random.key(seed)))
-        params = nnx.split(model, nnx.Param, ...)[1]
-        return {"params": params, "opt_state": tx.init(params),
-                "rng": jax.random.key_data(jax.random.key(seed))}
-
-    return jax.jit(jax.vmap(one))(np.asarray(seeds, np.int32))
+    """The fresh states of runs of `ts`'s shape with these seeds, stacked: each run's own
+    `ts.init(seed)` (one compiled program for them all, and for their solo runs)."""
+    return stack_trees([ts.init(seed) for seed in seeds])
 
 
 def make_group_step_fn(ts: TrainState, *, devices: list | None = None,
                        fault_step: int | None = None):
-    """jit(params_R, opt_state_R, step0, step1, batches_RxKxAxBxL1, hparams_R) ->
+    """jit(params_R, opt_state_R, step0, step1, batches_RxKxAxBxL1, scalars_R) ->
     (params_R, opt_state_R, ce_RxK, gnorm_RxK, lr_RxK), as scaling.train_step.make_step_fn
-    for each lane; `hparams_R` maps OPTIM_SCALARS to [R].
+    for each lane; `scalars_R` maps STEP_SCALARS to [R].
     With several `devices`, R (a multiple of their number) is split over them (`shard_map`,
     each device its own lanes); the state then lives in `lane_sharding(devices)`."""
-    def one(params, opt_state, step0, step1, batches_KxAxBxL1, hparams):
-        tx = build_optimizer(ts.cfg, ts.decay_mask, hparams)
-        return multi_step_fn(ts, tx, hparams["lr"], fault_step=fault_step)(
-            params, opt_state, step0, step1, batches_KxAxBxL1)
-
-    step = jax.vmap(one, in_axes=(0, 0, None, None, 0, 0))
+    step = jax.vmap(multi_step_fn(ts, fault_step=fault_step), in_axes=(0, 0, None, None, 0, 0))
     if devices is not None and len(devices) > 1:
         lanes = lane_sharding(devices).spec
         step = jax.shard_map(step, mesh=lane_sharding(devices).mesh,
@@ -187,6 +170,12 @@ def make_group_step_fn(ts: TrainState, *, devices: list | None = None,
                                        lanes),
                              out_specs=lanes)
     return jax.jit(step, donate_argnums=(0, 1))
+
+
+def group_scalars(cfgs: list, lanes: int) -> dict[str, np.ndarray]:
+    """The runs' step_scalars as f32 [lanes] arrays (padded with the first run's)."""
+    rows = pad_lanes([step_scalars(c) for c in cfgs], lanes)
+    return {name: np.asarray([r[name] for r in rows], np.float32) for name in rows[0]}
 
 
 def _unstack_fn(n: int, device):
@@ -224,9 +213,7 @@ class _Group:
         fault = os.environ.get(FAULT_ENV)
         step_fn = make_group_step_fn(first.ts, devices=self.devices,
                                      fault_step=int(fault) if fault else None)
-        hparams = {name: np.asarray(pad_lanes([getattr(m.cfg.optim, name) for m in live],
-                                              self.lanes), np.float32)
-                   for name in OPTIM_SCALARS}
+        scalars = group_scalars([m.cfg for m in live], self.lanes)
         self.unstack = _unstack_fn(len(live), self.devices[0])
         with ExitStack() as stack:
             ckpts = [stack.enter_context(Checkpointer(m.run_dir / CHECKPOINT_DIR)) for m in live]
@@ -234,7 +221,7 @@ class _Group:
             for m in live:
                 m.status("running", step=step, reason=None)
             with _Terminate() as term:
-                step = self._loop(live, ckpts, step, step_fn, hparams, term)
+                step = self._loop(live, ckpts, step, step_fn, scalars, term)
         self._finish(live, step, term)
         return self.results
 
@@ -250,7 +237,7 @@ class _Group:
             m.mesh = mesh
             if m.cfg.n_steps < 1:
                 raise UserError(f"{m.run_dir}: n_steps: expected a positive integer, got {m.cfg.n_steps}")
-            make_schedule(m.cfg.schedule, peak_lr=m.cfg.optim.lr, n_steps=m.cfg.n_steps)
+            validate_schedule(m.cfg.schedule, m.cfg.n_steps)
             existing = runs.read_result(m.run_dir)
             if existing is not None and runs.read_status(m.run_dir)["state"] == "done":
                 self.results[str(m.run_dir)] = existing
@@ -327,7 +314,7 @@ class _Group:
             m.state = {}  # the stacked copy is the one that trains
         return at
 
-    def _loop(self, live, ckpts, step: int, step_fn, hparams, term) -> int:
+    def _loop(self, live, ckpts, step: int, step_fn, scalars, term) -> int:
         first = live[0]
         cfg, k, stop = first.cfg, first.k, first.stop
         periods = (k, cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
@@ -339,7 +326,7 @@ class _Group:
                                          self.lanes))
             params, opt_state, *outputs = step_fn(
                 self.state["params"], self.state["opt_state"], np.asarray(step, np.int32),
-                np.asarray(end, np.int32), batches, hparams)
+                np.asarray(end, np.int32), batches, scalars)
             self.state = {**self.state, "params": params, "opt_state": opt_state}
             if pending is not None:
                 self._process(live, pending)

@@ -18,7 +18,6 @@ and traces inside the jitted training step (where optax passes its update count)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -50,37 +49,41 @@ def decay_start(sched: ScheduleConfig, n_steps: int) -> int:
     return n_steps - int(round(sched.decay_frac * n_steps))
 
 
-def learning_rate(step, *, peak_lr: float, n_steps: int, sched: ScheduleConfig):
-    """Learning rate at 0-based `step` (int or traced int array); returns a f32 scalar."""
+# The numbers a schedule reads besides its kind and peak: the jitted step takes them as
+# arguments (scaling.train_step), so runs of one shape at other budgets share its program.
+SCHEDULE_SCALARS = ("n_steps", "warmup_steps", "decay_start", "final_lr_frac")
+
+
+def schedule_scalars(sched: ScheduleConfig, n_steps: int) -> dict[str, float]:
+    """SCHEDULE_SCALARS of a run of `n_steps`, the integers worked out on the host."""
+    return {"n_steps": float(n_steps), "warmup_steps": float(sched.warmup_steps),
+            "decay_start": float(decay_start(sched, n_steps)),
+            "final_lr_frac": float(sched.final_lr_frac)}
+
+
+def scheduled_lr(step, kind: str, peak_lr, scalars):
+    """Learning rate at 0-based `step` of a `kind` schedule; `peak_lr` and `scalars`
+    (SCHEDULE_SCALARS) may be Python numbers or traced values. Returns a f32 scalar."""
     s = jnp.asarray(step, jnp.float32)
-    warm = float(sched.warmup_steps)
+    n_steps, warm, start, frac = (jnp.asarray(scalars[k], jnp.float32) for k in SCHEDULE_SCALARS)
     # (s + 1) / warmup: the first update already moves, the last warmup step is at the peak.
-    warmup_factor = jnp.minimum(1.0, (s + 1.0) / warm) if warm > 0 else jnp.float32(1.0)
-    if sched.kind == "constant":
+    warmup_factor = jnp.where(warm > 0, jnp.minimum(1.0, (s + 1.0) / jnp.maximum(warm, 1.0)), 1.0)
+    if kind == "constant":
         body = jnp.float32(1.0)
-    elif sched.kind == "cosine":
-        span = max(1.0, n_steps - warm)
-        progress = jnp.clip((s - warm) / span, 0.0, 1.0)
-        frac = sched.final_lr_frac
+    elif kind == "cosine":
+        progress = jnp.clip((s - warm) / jnp.maximum(1.0, n_steps - warm), 0.0, 1.0)
         body = frac + (1.0 - frac) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
-    elif sched.kind == "wsd":
-        start = float(decay_start(sched, n_steps))
-        span = max(1.0, n_steps - start)
-        progress = jnp.clip((s - start) / span, 0.0, 1.0)
+    elif kind == "wsd":
+        progress = jnp.clip((s - start) / jnp.maximum(1.0, n_steps - start), 0.0, 1.0)
         body = 1.0 - jnp.sqrt(progress)
     else:
-        raise UserError(f"schedule.kind: expected one of {', '.join(SCHEDULES)}, got {sched.kind!r}")
+        raise UserError(f"schedule.kind: expected one of {', '.join(SCHEDULES)}, got {kind!r}")
     return (peak_lr * warmup_factor * body).astype(jnp.float32)
 
 
-def make_schedule(sched: ScheduleConfig, *, peak_lr: float, n_steps: int) -> Callable:
-    """The optax-style schedule `count -> lr` for a run (validated once here)."""
-    validate(sched, n_steps)
-
-    def schedule(count):
-        return learning_rate(count, peak_lr=peak_lr, n_steps=n_steps, sched=sched)
-
-    return schedule
+def learning_rate(step, *, peak_lr: float, n_steps: int, sched: ScheduleConfig):
+    """Learning rate at 0-based `step` (int or int array) of a run of `n_steps`; f32."""
+    return scheduled_lr(step, sched.kind, peak_lr, schedule_scalars(sched, n_steps))
 
 
 def branch_schedule(stable: ScheduleConfig, *, n_steps: int) -> ScheduleConfig:

@@ -39,7 +39,7 @@ from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
 from scaling.flops import flops_all, param_counts
 from scaling.global_batch import train_batches
 from scaling.lock import RunLock, RunLocked
-from scaling.schedules import make_schedule
+from scaling.schedules import validate as validate_schedule
 from scaling.train_step import (
     TrainState,
     evaluate,
@@ -207,7 +207,7 @@ class _Trainer:
         mesh_lib.check_batch(cfg.batch_size, cfg.grad_accum, self.mesh)
         if cfg.n_steps < 1:
             raise UserError(f"n_steps: expected a positive integer, got {cfg.n_steps}")
-        make_schedule(cfg.schedule, peak_lr=cfg.optim.lr, n_steps=cfg.n_steps)  # validates
+        validate_schedule(cfg.schedule, cfg.n_steps)
         existing = runs.read_result(self.run_dir)
         if existing is not None and runs.read_status(self.run_dir)["state"] == "done":
             self.say(f"{self.run_dir}: already done (eval_loss {existing.get('eval_loss')})")
@@ -293,6 +293,7 @@ class _Trainer:
         periods = (self.k, cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
         marks = tuple(s for s in self.keep_steps if step < s < self.stop)
         batch_sharding = mesh_lib.batch_sharding(self.mesh, 2, 4)
+        scalars = self.ts.scalars()
         pending, last_beat = None, self.t_start
         while step < self.stop:
             end = dispatch.chunk_end(step, self.stop, self.k, periods, marks)
@@ -304,7 +305,7 @@ class _Trainer:
             step0, step1 = (mesh_lib.put_global(np.asarray(s, np.int32), self.ts.replicated)
                             for s in (step, end))
             params, opt_state, *outputs = step_fn(
-                self.state["params"], self.state["opt_state"], step0, step1, batches)
+                self.state["params"], self.state["opt_state"], step0, step1, batches, scalars)
             self.state = {**self.state, "params": params, "opt_state": opt_state}
             if pending is not None:
                 self._process(pending)

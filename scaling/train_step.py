@@ -19,7 +19,7 @@ from scaling.checkpoint import abstract_like
 from scaling.config import RunConfig
 from scaling.model import Transformer, cross_entropy, loss_and_metrics, lr_multipliers
 from scaling.replica_groups import OPTIM_SCALARS
-from scaling.schedules import learning_rate, make_schedule
+from scaling.schedules import SCHEDULE_SCALARS, schedule_scalars, scheduled_lr
 
 
 def _is_var(x) -> bool:
@@ -36,12 +36,25 @@ def decay_mask(abstract_params):
     return jax.tree.map(one, abstract_params, is_leaf=_is_var)
 
 
-def build_optimizer(cfg: RunConfig, mask, hparams: dict | None = None) -> optax.GradientTransformation:
-    """AdamW from cfg.optim; `hparams` replaces its OPTIM_SCALARS by per-replica arrays in a
-    replica group (scaling.replicas), the chain's structure (clipping on/off) still from cfg."""
+# The step function's scalar arguments: a run's numbers that are not its graph's.
+STEP_SCALARS = OPTIM_SCALARS + SCHEDULE_SCALARS
+
+
+def step_scalars(cfg: RunConfig) -> dict[str, float]:
+    """STEP_SCALARS of a run: its optimizer's scalars and its schedule's."""
+    return ({name: float(getattr(cfg.optim, name)) for name in OPTIM_SCALARS}
+            | schedule_scalars(cfg.schedule, cfg.n_steps))
+
+
+def build_optimizer(cfg: RunConfig, mask, scalars: dict | None = None) -> optax.GradientTransformation:
+    """AdamW and the schedule from cfg; `scalars` (STEP_SCALARS) replaces cfg's numbers by
+    traced ones (the step's arguments), the chain's structure (clipping on/off) still from cfg."""
     o = cfg.optim
-    h = {name: getattr(o, name) for name in OPTIM_SCALARS} | dict(hparams or {})
-    schedule = make_schedule(cfg.schedule, peak_lr=h["lr"], n_steps=cfg.n_steps)
+    h = step_scalars(cfg) | dict(scalars or {})
+
+    def schedule(count):
+        return scheduled_lr(count, cfg.schedule.kind, h["lr"], h)
+
     parts = [optax.clip_by_global_norm(h["grad_clip"])] if o.grad_clip > 0 else []
     parts.append(optax.adamw(schedule, b1=h["beta1"], b2=h["beta2"], eps=h["eps"],
                              weight_decay=h["weight_decay"], mask=mask))
@@ -92,14 +105,15 @@ class TrainState:
         self.compute_dtype = compute_dtype_for(backend) if compute_dtype is None else compute_dtype
         kwargs = default_model_kwargs(backend, cfg.model.n_layers) | dict(model_kwargs or {})
 
-        def build() -> Transformer:
+        def build(seed) -> Transformer:
             with nnx.use_eager_sharding(False):
-                return Transformer(cfg.model, rngs=nnx.Rngs(cfg.seed),
+                return Transformer(cfg.model, rngs=nnx.Rngs(jax.random.key(seed)),
                                    compute_dtype=self.compute_dtype, **kwargs)
 
         self._build = build
         # Abstract first: shapes and logical axes without allocating anything.
-        graphdef, abstract_params, *rest = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
+        graphdef, abstract_params, *rest = nnx.split(nnx.eval_shape(lambda: build(cfg.seed)),
+                                                     nnx.Param, ...)
         self.graphdef, self.rest = graphdef, rest[0]  # `...`: everything else, one State
         self.decay_mask = decay_mask(abstract_params)
         self.tx = build_optimizer(cfg, self.decay_mask)
@@ -115,40 +129,51 @@ class TrainState:
             "opt_state": abstract_like(abstract_opt, self.opt_shardings),
             "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated),
         }
-
-    def init(self) -> dict:
-        """Fresh state, created inside jit directly in its sharded layout."""
         tx = self.tx
 
-        @partial(jax.jit, out_shardings=(self.param_shardings, self.opt_shardings, self.replicated))
-        def init():
-            params = nnx.split(self._build(), nnx.Param, ...)[1]
-            return params, tx.init(params), jax.random.key_data(jax.random.key(self.cfg.seed))
+        @partial(jax.jit, out_shardings=(self.param_shardings, self.opt_shardings, replicated))
+        def init(seed):
+            params = nnx.split(build(seed), nnx.Param, ...)[1]
+            return params, tx.init(params), jax.random.key_data(jax.random.key(seed))
 
-        params, opt_state, rng = init()
+        self._init = init
+
+    def init(self, seed: int | None = None) -> dict:
+        """Fresh state of the run with `seed` (default: the config's), created inside jit
+        directly in its sharded layout; the seed is an argument, so every run of the shape
+        shares one compiled program."""
+        seed = self.cfg.seed if seed is None else seed
+        params, opt_state, rng = self._init(
+            mesh_lib.put_global(np.asarray(seed, np.int32), self.replicated))
         return {"params": params, "opt_state": opt_state, "rng": rng}
+
+    def scalars(self) -> dict:
+        """The run's step_scalars as f32 arrays, replicated: the step's last argument."""
+        return {name: mesh_lib.put_global(np.asarray(v, np.float32), self.replicated)
+                for name, v in step_scalars(self.cfg).items()}
 
     def model(self, params) -> Transformer:
         return nnx.merge(self.graphdef, params, self.rest)
 
 
 def make_step_fn(ts: TrainState, *, fault_step: int | None = None):
-    """jit(params, opt_state, step0, step1, batches_KxAxBxL1) -> (params, opt_state, ce_K,
-    gnorm_K, lr_K): steps step0..step1-1 (at most K) on the first step1 - step0 batches;
-    the outputs' entries past them are zeros."""
+    """jit(params, opt_state, step0, step1, batches_KxAxBxL1, scalars) -> (params, opt_state,
+    ce_K, gnorm_K, lr_K): steps step0..step1-1 (at most K) on the first step1 - step0 batches;
+    the outputs' entries past them are zeros. `scalars`: the run's `step_scalars`, as f32."""
     rep = ts.replicated
     options = step_compiler_options(ts.mesh.devices.flat[0].platform, ts.cfg.model.d_model)
     return jax.jit(
-        multi_step_fn(ts, ts.tx, ts.cfg.optim.lr, fault_step=fault_step), donate_argnums=(0, 1),
+        multi_step_fn(ts, fault_step=fault_step), donate_argnums=(0, 1),
         compiler_options=options or None,
         in_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep,
-                      mesh_lib.batch_sharding(ts.mesh, 2, 4)),
+                      mesh_lib.batch_sharding(ts.mesh, 2, 4), rep),
         out_shardings=(ts.param_shardings, ts.opt_shardings, rep, rep, rep))
 
 
-def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None):
-    """The pure (unjitted) update of up to k steps with optimizer `tx` and peak LR `peak_lr` (a float,
-    or a traced per-replica value under scaling.replicas' vmap)."""
+def multi_step_fn(ts: TrainState, *, fault_step: int | None = None):
+    """The pure (unjitted) update of up to k steps. The run's STEP_SCALARS are an argument,
+    not constants: one compiled program serves every run of the shape, whatever its budget,
+    learning rate or warmup, and a replica group vmaps it over per-replica values."""
     cfg = ts.cfg
     z_loss = cfg.optim.z_loss
 
@@ -158,7 +183,7 @@ def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def one_step(carry, micro_AxBxL1):
+    def one_step(tx, scalars, carry, micro_AxBxL1):
         params, opt_state, step = carry
         n_micro = micro_AxBxL1.shape[0]
         if n_micro == 1:
@@ -179,17 +204,18 @@ def multi_step_fn(ts: TrainState, tx, peak_lr, *, fault_step: int | None = None)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        lr = learning_rate(step, peak_lr=peak_lr, n_steps=cfg.n_steps, sched=cfg.schedule)
+        lr = scheduled_lr(step, cfg.schedule.kind, scalars["lr"], scalars)
         return (params, opt_state, step + 1), (ce, grad_norm, lr)
 
-    def multi_step(params, opt_state, step0, step1, batches_KxAxBxL1):
+    def multi_step(params, opt_state, step0, step1, batches_KxAxBxL1, scalars):
+        tx = build_optimizer(cfg, ts.decay_mask, scalars)
         # A loop of a traced length, not a scan of K: a chunk cut short (at the stop, a
         # mark or an unaligned resume) runs the same program, so a run compiles one step
         # function, and every step of it is the same machine code (a scan of another
         # length, 1 above all, rounds differently).
         def body(i, carry):
             state, ce_K, gnorm_K, lr_K = carry
-            state, (ce, gnorm, lr) = one_step(state, batches_KxAxBxL1[i])
+            state, (ce, gnorm, lr) = one_step(tx, scalars, state, batches_KxAxBxL1[i])
             return state, ce_K.at[i].set(ce), gnorm_K.at[i].set(gnorm), lr_K.at[i].set(lr)
 
         # zeros_like, not zeros: under a group's shard_map the buffers then vary by lane, as

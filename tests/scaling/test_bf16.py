@@ -35,7 +35,7 @@ def curve(compute_dtype, cache: Path) -> tuple[list[float], dict]:
     params, opt_state, ce_K, _, _ = step_fn(
         params, opt_state, mesh_lib.put_global(np.asarray(0, np.int32), ts.replicated),
         mesh_lib.put_global(np.asarray(N_STEPS, np.int32), ts.replicated),
-        mesh_lib.put_global(batches, mesh_lib.batch_sharding(mesh, 2, 4)))
+        mesh_lib.put_global(batches, mesh_lib.batch_sharding(mesh, 2, 4)), ts.scalars())
     return [float(x) for x in np.asarray(ce_K)], {"params": params, "opt_state": opt_state}
 
 

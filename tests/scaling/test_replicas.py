@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: helpers are not on the path
 from train_helpers import (  # noqa: E402
@@ -41,7 +42,7 @@ from scaling import mesh as mesh_lib
 from scaling import runs
 from scaling.config import OptimConfig
 from scaling.replica_groups import group_key, group_runs
-from scaling.replicas import init_group, n_lanes, stack_trees, train_group, usable_cores
+from scaling.replicas import init_group, n_lanes, train_group, usable_cores
 from scaling.train import train_run
 from scaling.train_step import TrainState
 from sweeps.launch import local
@@ -111,16 +112,21 @@ def test_group_runs_splits_by_key_and_fills_the_slots(tmp_path):
     assert group_runs(a, max_size=3) == [tuple(a[:3]), tuple(a[3:])]
 
 
-def test_group_init_is_each_runs_own_init_bit_for_bit():
+def test_init_with_a_traced_seed_draws_the_constant_seeds_bits():
+    # Every run of a shape (alone or in a group) inits from one program with the seed as an
+    # argument; it must draw what a program with that seed baked in draws.
     mesh = mesh_lib.make_mesh(1)
     cfgs = [tiny_config(seed=s, optim=OptimConfig(lr=lr)) for s, lr in ((0, 3e-3), (5, 1e-2))]
-    got = init_group(TrainState(cfgs[0], mesh), [c.seed for c in cfgs])
-    want = stack_trees([TrainState(c, mesh).init() for c in cfgs])
-    leaves_got, leaves_want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert len(leaves_got) == len(leaves_want)
-    for x, y in zip(leaves_got, leaves_want, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert not np.array_equal(np.asarray(got["rng"][0]), np.asarray(got["rng"][1]))
+    ts = TrainState(cfgs[0], mesh)
+    got = init_group(ts, [c.seed for c in cfgs])
+    for i, c in enumerate(cfgs):
+        baked = jax.jit(lambda seed=c.seed: nnx.split(ts._build(seed), nnx.Param, ...)[1])()
+        leaves_got, leaves_want = jax.tree.leaves(got["params"]), jax.tree.leaves(baked)
+        assert len(leaves_got) == len(leaves_want)
+        for x, y in zip(leaves_got, leaves_want, strict=True):
+            np.testing.assert_array_equal(x[i], np.asarray(y))
+    assert not np.array_equal(got["rng"][0], got["rng"][1])
+    assert ts._init._cache_size() == 1
 
 
 @pytest.mark.slow

@@ -7,7 +7,14 @@ import pytest
 
 from scaling.config import ScheduleConfig
 from scaling.errors import UserError
-from scaling.schedules import branch_schedule, decay_start, learning_rate, make_schedule
+from scaling.schedules import (
+    branch_schedule,
+    decay_start,
+    learning_rate,
+    schedule_scalars,
+    scheduled_lr,
+    validate,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -68,12 +75,19 @@ def test_wsd_branch_shares_the_stable_prefix():
         assert lr(quarter, b, n_steps=total) == pytest.approx(0.5, abs=1e-6)
 
 
-def test_traced_equals_eager():
-    s = ScheduleConfig(kind="cosine", warmup_steps=3)
-    f = jax.jit(make_schedule(s, peak_lr=0.01, n_steps=20))
-    eager = np.array([lr(i, s, n_steps=20, peak=0.01) for i in range(20)], np.float32)
-    traced = np.array(jax.vmap(f)(jnp.arange(20)))
-    np.testing.assert_allclose(traced, eager, rtol=1e-6)
+@pytest.mark.parametrize("kind", ["cosine", "constant", "wsd"])
+def test_traced_scalars_equal_eager_and_share_one_program(kind):
+    # The step takes the schedule's numbers as arguments: one compiled function gives every
+    # run's learning rates, whatever its length, warmup and peak.
+    f = jax.jit(jax.vmap(lambda step, peak, scalars: scheduled_lr(step, kind, peak, scalars),
+                         in_axes=(0, None, None)))
+    for n_steps, warmup, peak in ((20, 3, 0.01), (1000, 0, 0.3), (7, 7, 1.0)):
+        s = ScheduleConfig(kind=kind, warmup_steps=warmup, decay_frac=0.3)
+        eager = np.array([lr(i, s, n_steps=n_steps, peak=peak) for i in range(30)], np.float32)
+        scalars = {k: jnp.float32(v) for k, v in schedule_scalars(s, n_steps).items()}
+        traced = np.asarray(f(jnp.arange(30), jnp.float32(peak), scalars))
+        np.testing.assert_allclose(traced, eager, rtol=1e-6)
+    assert f._cache_size() == 1
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -81,4 +95,4 @@ def test_traced_equals_eager():
     dict(kind="wsd", decay_frac=0.0), dict(kind="wsd", stable_steps=101)])
 def test_bad_schedules_name_the_field(kwargs):
     with pytest.raises(UserError, match=r"schedule\."):
-        make_schedule(ScheduleConfig(**kwargs), peak_lr=1.0, n_steps=100)
+        validate(ScheduleConfig(**kwargs), n_steps=100)

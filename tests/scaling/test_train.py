@@ -201,7 +201,7 @@ def test_eigen_dot_option_keeps_the_step_and_reaches_the_compiler(monkeypatch):
         step_fn = train_step.make_step_fn(ts)
         state = ts.init()
         args = (state["params"], state["opt_state"], jnp.asarray(0, jnp.int32),
-                jnp.asarray(3, jnp.int32), batches)
+                jnp.asarray(3, jnp.int32), batches, ts.scalars())
         programs.append(step_fn.lower(*args).compile().as_text())
         params, _, ce, *_ = step_fn(*args)
         results.append((jax.tree.leaves(params), np.asarray(ce)))
