@@ -35,7 +35,7 @@ from scaling.config import RunConfig
 from scaling.divergence import Divergence, DivergenceMonitor
 from scaling.errors import UserError
 from scaling.evals import METRIC_PREFIXES, ExtraEvals
-from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, to_json
+from scaling.fileio import append_jsonl, atomic_write_text, read_jsonl, sync_file, to_json
 from scaling.flops import flops_all, param_counts
 from scaling.global_batch import train_batches
 from scaling.lock import RunLock, RunLocked
@@ -177,7 +177,7 @@ class _Trainer:
     def _write_metrics(self, record: dict) -> None:
         """The one place a metrics line is written (and shown)."""
         if self.main:
-            append_jsonl(self.run_dir / runs.METRICS_FILE, record)
+            append_jsonl(self.run_dir / runs.METRICS_FILE, record, durable=False)
             self.tracker.log(record)
         remaining = (self.stop - record["step"]) * self.tokens_per_step / max(record["tokens_per_s"], 1e-9)
         line = (f"step {record['step']}/{self.cfg.n_steps}  loss {record['train_loss']:.4f}  "
@@ -365,7 +365,14 @@ class _Trainer:
         return {"eval_loss": loss, "eval_bpb": loss / math.log(2) / self.token_data.bytes_per_token,
                 **extra}
 
+    def _sync_metrics(self) -> None:
+        """Make the metrics logged so far durable before a checkpoint or the end vouches for
+        them (a resume keeps the lines up to its checkpoint's step and logs the rest again)."""
+        if self.main:
+            sync_file(self.run_dir / runs.METRICS_FILE)
+
     def _save(self, ckpt: Checkpointer, step: int) -> None:
+        self._sync_metrics()
         ckpt.save(step, self.state, {
             "step": step, "run_name": self.run_dir.name,
             "wall_time_s": self.elapsed_before + time.time() - self.t_start,
@@ -382,6 +389,7 @@ class _Trainer:
 
     def _end_early(self, result_state: str, step: int, reason: str) -> dict:
         """A diverged run (status "diverged") or a stopped one (status "pending": it resumes)."""
+        self._sync_metrics()
         extra = {"heartbeat": None} if result_state == "stopped" else {}
         self.status("pending" if extra else "diverged", step=step, reason=reason, pid=None, **extra)
         self.say(reason if extra else f"diverged: {reason}")
@@ -407,6 +415,7 @@ class _Trainer:
             **{k: v for k, v in last_eval.items() if k.startswith(METRIC_PREFIXES)},
             **self.extra.describe(),
         }
+        self._sync_metrics()
         if self.main:
             runs.write_result(self.run_dir, result)
         self.status("done", step=step, pid=None)

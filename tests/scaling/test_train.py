@@ -140,6 +140,32 @@ def test_max_steps_stops_resumably_and_resume_is_exact(tmp_path, cache):
         for r, w in zip(read_metrics(parts), read_metrics(whole), strict=True)]
 
 
+def test_metrics_are_synced_before_each_checkpoint_and_the_result(tmp_path, cache, monkeypatch):
+    """Metrics lines are appended without an fsync each; a checkpoint or the result vouches for
+    them only after they are synced (an OS crash then loses at most lines a resume logs again)."""
+    events: list[tuple[str, int]] = []
+    run_dir = make_run(tmp_path, checkpoint_every=8)
+    metrics = run_dir / runs.METRICS_FILE
+
+    def sync(path):
+        assert Path(path) == metrics
+        events.append(("sync", len(read_metrics(run_dir))))
+
+    real_save, real_result = train_mod.Checkpointer.save, runs.write_result
+    monkeypatch.setattr(train_mod, "sync_file", sync)
+    monkeypatch.setattr(train_mod.Checkpointer, "save", lambda self, step, *a: (
+        events.append(("save", step)), real_save(self, step, *a)))
+    monkeypatch.setattr(runs, "write_result", lambda *a: (
+        events.append(("result", -1)), real_result(*a)))
+    train_run(run_dir, progress=False)
+    logged = [r["step"] for r in read_metrics(run_dir)]
+    saves = [i for i, (kind, _) in enumerate(events) if kind == "save"]
+    assert [events[i][1] for i in saves] == [8, 16, 24]
+    for i in saves:
+        assert events[i - 1] == ("sync", sum(s <= events[i][1] for s in logged))
+    assert events[-2:] == [("sync", len(logged)), ("result", -1)]
+
+
 def test_peak_flops_gives_mfu(tmp_path, cache):
     run_dir = make_run(tmp_path, n_steps=8)
     result = train_run(run_dir, progress=False, peak_flops=1e12)
