@@ -24,15 +24,9 @@ _UMASK = _current_umask()
 
 def _fsync_dir(path: Path) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        sync_file(path)
     except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        pass  # some filesystems cannot fsync a directory; the rename still happened
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
