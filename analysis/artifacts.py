@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaling.fileio import read_json_object
-from scaling.runs import iter_runs
+from scaling.runs import iter_runs, read_config_json
+from scaling.shapes import recipe_named
 
 
 def default_report_dir(src: str | Path) -> Path:
@@ -24,11 +26,41 @@ def read_fit(path: str | Path) -> dict:
     return read_json_object(path, expected="a JSON object written by `scaling fit`")
 
 
-def model_dims(src: str | Path | None) -> tuple[int | None, int | None]:
-    """(vocab_size, seq_len) of the runs in a runs directory, from the first run that has them."""
+@dataclass(frozen=True)
+class RunsModel:
+    """The model settings a directory's runs share, which a shape recommended from their fit
+    keeps: the recommended model is one more run of the same family."""
+
+    vocab_size: int | None = None
+    seq_len: int | None = None
+    mlp: str = "swiglu"
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    shape_recipe: str | None = None  # the name the runs recorded; None: the solver's
+
+    def shape_options(self) -> dict:
+        """scaling.shapes.solve_shape's keyword arguments for a shape of this family."""
+        options: dict = dict(mlp=self.mlp, tie_embeddings=self.tie_embeddings,
+                             qk_norm=self.qk_norm)
+        if self.shape_recipe is not None:
+            options["recipe"] = recipe_named(self.shape_recipe)
+        return options
+
+
+def runs_model(src: str | Path | None) -> RunsModel:
+    """The RunsModel of the runs in a runs directory, from the first run that records its
+    vocabulary and sequence length (the defaults when there is none)."""
     if src is None or not Path(src).is_dir():
-        return None, None
+        return RunsModel()
     for run in iter_runs(src):
         if run.vocab_size and run.seq_len:
-            return int(run.vocab_size), int(run.seq_len)
-    return None, None
+            config = read_config_json(run.run_dir)
+            model = config["model"] if isinstance(config.get("model"), dict) else {}
+            recorded = {k: model[k] for k, kind in (("mlp", str), ("tie_embeddings", bool),
+                                                    ("qk_norm", bool))
+                        if isinstance(model.get(k), kind)}
+            recipe = config.get("shape_recipe")
+            return RunsModel(int(run.vocab_size), int(run.seq_len),
+                             shape_recipe=recipe if isinstance(recipe, str) else None,
+                             **recorded)
+    return RunsModel()

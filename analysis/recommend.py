@@ -20,7 +20,9 @@ over samples), never a delta-method approximation.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +68,7 @@ class Recommendation:
     shape_params_non_embedding: int | None = None
     shape_rel_error: float | None = None  # (its count of `params_kind`) / N - 1
     shape_tokens: float | None = None  # tokens giving the plan's 6 N D with that shape
-    shape_recipe: str | None = None  # the shape solver's named recipe
+    shape_recipe: str | None = None  # the named recipe the shape was solved under
     level: float | None = None
     n_bootstrap: int = 0
     ci: dict = field(default_factory=dict)
@@ -219,13 +221,14 @@ def data_constrained(
 # --------------------------------------------------------------------------- shape
 
 
-def _solve_shape(n_params: float, vocab_size, seq_len, params_kind: str, train_flops: float):
-    """Shape nearest to n_params from the foundation's solver; (None, note) if impossible."""
+def _solve_shape(n_params: float, vocab_size, seq_len, params_kind: str, train_flops: float,
+                 shape_options: Mapping[str, Any]):
+    """Shape nearest to n_params under the foundation's solve_shape; (None, note) if impossible."""
     if vocab_size is None or seq_len is None:
         return None, "no shape: vocabulary size or sequence length unknown"
     try:
         solved = solve_shape(int(round(n_params)), int(vocab_size), int(seq_len),
-                             params_kind=params_kind)
+                             params_kind=params_kind, **shape_options)
     except (ValueError, UserError) as e:
         return None, f"no shape for {n_params:.3g} parameters: {str(e).splitlines()[0]}"
     counted = solved.n_params_non_embedding if params_kind == "non_embedding" else solved.n_params
@@ -383,10 +386,14 @@ def recommend(
     vocab_size: int | None = DEFAULT_VOCAB_SIZE,
     seq_len: int | None = DEFAULT_SEQ_LEN,
     level: float | None = None,
+    shape_options: Mapping[str, Any] | None = None,
 ) -> Recommendation:
     """The plan for `budget` FLOPs from a fit (see the module docstring for the modes).
 
     `level` defaults to the bootstrap's own level (0.8 when the fit has none).
+    `shape_options` go to scaling.shapes.solve_shape (mlp, tie_embeddings, qk_norm, recipe:
+    analysis.artifacts.RunsModel.shape_options, the fitted runs' own); the solver's defaults
+    without them.
     """
     mode = _mode(budget, inference_tokens, unique_tokens, level)
     if not isinstance(fit, FitDocument):
@@ -410,7 +417,8 @@ def recommend(
     # The shape keeps the plan's training compute (above the budget in inference-aware mode).
     shape_fields, shape_note = _solve_shape(plan["n_params"], vocab_size, seq_len,
                                             fit.params_kind,
-                                            6.0 * plan["n_params"] * plan["n_tokens"])
+                                            6.0 * plan["n_params"] * plan["n_tokens"],
+                                            shape_options or {})
     notes += [shape_note] if shape_note else []
     if approach in PARAMETRIC and fit.convention != "6N":
         notes.append(f"the parametric frontier assumes C = 6ND; the runs' FLOPs convention is "

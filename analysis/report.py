@@ -273,8 +273,7 @@ def _recommendation_section(doc: Document, fit: FitDocument, rec) -> None:
         doc.table(["approach", "N*", "D*", "tokens per parameter"], other)
     if rec.shape:
         s = rec.shape
-        doc.p("Nearest shape from the shape solver"
-              + (f" (recipe {rec.shape_recipe})" if rec.shape_recipe else "") + ":")
+        doc.p(f"Nearest shape under shape recipe {rec.shape_recipe}:")
         doc.table(["n_layers", "d_model", "n_heads", "head_dim", "d_ff", "vocab", "seq_len",
                    "total params", "non-embedding params", "error vs N*", "tokens for C"],
                   [[str(s.get("n_layers")), str(s.get("d_model")), str(s.get("n_heads")),
@@ -541,9 +540,11 @@ def build_report(src: str | Path, *, fit_path: str | Path | None = None,
     if budget is None:
         budget = 10.0 * float(np.nanmax(points["budget"]) if points["budget"].notna().any()
                               else np.nanmax(points["flops"]))
-    vocab, seq_len = artifacts.model_dims(src)
+    family = artifacts.runs_model(src)
     rec = recommend(fit, budget, approach=approach,
-                    vocab_size=vocab or DEFAULT_VOCAB_SIZE, seq_len=seq_len or DEFAULT_SEQ_LEN)
+                    vocab_size=family.vocab_size or DEFAULT_VOCAB_SIZE,
+                    seq_len=family.seq_len or DEFAULT_SEQ_LEN,
+                    shape_options=family.shape_options())
     tune_laws = tune_plots.find_tune_laws(src)
     figures = (_figures(out / "figures", src, points, fit, rec.budget)
                + tune_plots.tune_figures(out / "figures", tune_laws))

@@ -11,6 +11,7 @@ Parameter counts themselves live in `scaling.flops`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from scaling.errors import UserError, positive_number
@@ -160,6 +161,17 @@ def shape_recipe(kind: str, aspect_ratio: float | None = None) -> ShapeRecipe:
 
 
 DEFAULT_RECIPE = SOLVER_RECIPE
+
+
+def recipe_named(name: str) -> ShapeRecipe:
+    """The recipe a run recorded as its `shape_recipe` (the names `shape_recipe` gives)."""
+    if name == SOLVER_RECIPE.name:
+        return SOLVER_RECIPE
+    match = re.fullmatch(r"depth-ladder-a(\d+(?:\.\d+)?)-v1", name) if isinstance(name, str) else None
+    if match is None or not 1 <= float(match.group(1)) <= 1024:
+        raise UserError(f"shape_recipe: unknown recipe {name!r} (expected {SOLVER_RECIPE.name!r} "
+                        "or 'depth-ladder-a<aspect in [1, 1024]>-v1')")
+    return shape_recipe("ladder", float(match.group(1)))
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,18 @@ def test_demo_end_to_end_and_resume(tmp_path):
                                           again.stdout.index("time:")]
 
 
+def _law_demo(tmp_path: Path, spec: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """The demo of `spec` (lr multipliers around the law's optimum) with the stand-in
+    trainer; (its finished process, the environment that runs it again)."""
+    (tmp_path / "tiny.toml").write_text(spec.replace("[0.03, 1, 30]", "[0.25, 1.5, 4]"))
+    (tmp_path / "trainer.py").write_text(LAW_TRAINER)
+    env = {**os.environ, "SCALING_TRAIN_CMD": json.dumps([sys.executable,
+                                                          str(tmp_path / "trainer.py")])}
+    first = _demo(tmp_path, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return first, env
+
+
 @pytest.mark.slow
 def test_demo_forecast_against_a_known_law(tmp_path):
     """The stand-in trainer's loss is a known law (plus 0.25% seed jitter): the tuned lr is its
@@ -145,12 +157,7 @@ def test_demo_forecast_against_a_known_law(tmp_path):
     run itself lands inside the 80% interval is a draw (its jitter hashes the run's whole
     config, fitted lr included, which can differ in its last digits between CPUs: inside on
     a Xeon, just outside on an AMD EPYC), so it is not asserted."""
-    (tmp_path / "tiny.toml").write_text(TINY_SPEC.replace("[0.03, 1, 30]", "[0.25, 1.5, 4]"))
-    (tmp_path / "trainer.py").write_text(LAW_TRAINER)
-    env = {**os.environ, "SCALING_TRAIN_CMD": json.dumps([sys.executable,
-                                                          str(tmp_path / "trainer.py")])}
-    first = _demo(tmp_path, env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first, env = _law_demo(tmp_path, TINY_SPEC)
     runs = tmp_path / "runs"
     law = _read(runs / "tinydemo-tune" / "lr_law.json")
     assert law["coef"] == pytest.approx(0.02, rel=0.05) and law["n_exp"] == 0
@@ -172,3 +179,24 @@ def test_demo_forecast_against_a_known_law(tmp_path):
     again = _demo(tmp_path, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/*/result.json")} == stamps
+
+
+@pytest.mark.slow
+def test_demo_recommends_the_shape_it_trains_under_the_specs_recipe(tmp_path):
+    """Under a shape recipe other than the solver's, the recommendation's architecture is
+    the one the forecast run trains: the recipe, MLP and embeddings of the study's runs."""
+    spec = (TINY_SPEC.replace("[1e9, 2e9, 4e9]", "[1e10, 2e10, 4e10]").replace("10.0", "30.0")
+            + '[model]\nshape = "ladder"\naspect_ratio = 8.0\nmlp = "gelu"\n')
+    first, _ = _law_demo(tmp_path, spec)
+    runs = tmp_path / "runs"
+    forecast = _read(runs / "tinydemo" / "forecast.json")
+    trained = _read(runs / "tinydemo-forecast" / forecast["run"] / "config.json")
+    assert forecast["shape_recipe"] == trained["shape_recipe"] == "depth-ladder-a8-v1"
+    assert forecast["shape"] == trained["model"] | forecast["shape"]  # the same architecture
+    assert forecast["shape"]["mlp"] == "gelu"
+    assert forecast["shape_params"] == forecast["n_params"] == trained["param_counts"]["total"]
+    shape = forecast["shape"]
+    assert (f"shape           {shape['n_layers']} layers x d_model {shape['d_model']}, "
+            f"{shape['n_heads']} heads, d_ff {shape['d_ff']}") in first.stdout
+    report = (runs / "tinydemo" / "report" / "report.md").read_text()
+    assert "Nearest shape under shape recipe depth-ladder-a8-v1" in report

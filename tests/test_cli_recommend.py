@@ -9,6 +9,9 @@ import pytest
 from analysis.fitdoc import read_fit
 from analysis.recommend import recommend
 from scaling.fileio import atomic_write_json
+from scaling.flops import param_counts
+from scaling.model_config import ModelConfig
+from scaling.shapes import LadderRecipe
 from scaling_cli.main import main
 
 LAW = dict(A=406.4, B=410.7, E=1.69, alpha=0.34, beta=0.28)
@@ -88,6 +91,37 @@ def test_shape_dims_come_from_the_runs(capsys, tmp_path, fit_path):
     assert code == 0
     shape = json.loads(out)["shape"]
     assert (shape["vocab_size"], shape["seq_len"]) == (256, 64)
+
+
+def _runs_with(tmp_path, fit_path, config: dict):
+    run = tmp_path / "runs" / "sweep" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (tmp_path / "runs" / "fit.json").write_text(fit_path.read_text())
+    return tmp_path / "runs"
+
+
+def test_the_shape_follows_the_runs_recipe_mlp_and_embeddings(capsys, tmp_path, fit_path):
+    model = {"vocab_size": 256, "seq_len": 64, "mlp": "gelu", "tie_embeddings": False}
+    runs = _runs_with(tmp_path, fit_path, {"model": model, "shape_recipe": "depth-ladder-a16-v1"})
+    code, out, _ = _run(capsys, "--budget", "1e16", "--fit", runs, "--json")
+    assert code == 0
+    got = json.loads(out)
+    shape = got["shape"]
+    assert got["shape_recipe"] == "depth-ladder-a16-v1"
+    assert (shape["mlp"], shape["tie_embeddings"]) == ("gelu", False)
+    assert shape["d_model"] == LadderRecipe(ladder_aspect=16.0).width_for_depth(shape["n_layers"])
+    # the ladder's own count, untied embeddings counted twice
+    assert got["shape_params"] == param_counts(ModelConfig(**shape))["total"]
+    code, out, _ = _run(capsys, "--budget", "1e16", "--fit", runs)
+    assert "shape (nearest under recipe depth-ladder-a16-v1)" in out and "mlp=gelu" in out
+
+
+def test_an_unknown_recorded_recipe_exits_2_with_one_line(capsys, tmp_path, fit_path):
+    config = {"model": {"vocab_size": 256, "seq_len": 64}, "shape_recipe": "cube-v9"}
+    code, _, err = _run(capsys, "--budget", "1e16", "--fit", _runs_with(tmp_path, fit_path, config))
+    assert code == 2 and "shape_recipe: unknown recipe 'cube-v9'" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv,needle", [

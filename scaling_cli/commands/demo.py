@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from analysis.artifacts import model_dims
+from analysis.artifacts import runs_model
 from analysis.fitdoc import FitDocument
 from analysis.lr_law import LrLaw
 from analysis.plots import human_count
@@ -185,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
                        sweep_dir / "fit_non_embedding.json", params_kind="non_embedding",
                        n_bootstrap=args.bootstrap)
     budget = args.target_factor * max(spec.budgets)
-    vocab, seq_len = model_dims(sweep_dir)
-    rec = recommend(fit, budget, vocab_size=vocab or DEFAULT_VOCAB_SIZE,
-                    seq_len=seq_len or DEFAULT_SEQ_LEN)
+    family = runs_model(sweep_dir)
+    rec = recommend(fit, budget, vocab_size=family.vocab_size or DEFAULT_VOCAB_SIZE,
+                    seq_len=family.seq_len or DEFAULT_SEQ_LEN,
+                    shape_options=family.shape_options())
 
     _, _, target_spec = study_specs(spec, budget, rec.n_params)
     assert target_spec is not None

@@ -57,9 +57,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     fit_path = resolve_fit_path(args.fit)
     fit = read_fit(fit_path)
-    vocab, seq_len = artifacts.model_dims(Path(args.fit))
-    if vocab is None and fit.source:
-        vocab, seq_len = artifacts.model_dims(Path(fit.source))
+    family = artifacts.runs_model(Path(args.fit))
+    if family.vocab_size is None and fit.source:
+        family = artifacts.runs_model(Path(fit.source))
     for name in ("vocab_size", "seq_len"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -67,8 +67,9 @@ def run(args) -> int:
     rec = recommend(
         fit, args.budget, approach=APPROACH_ALIASES[args.approach],
         inference_tokens=args.inference_tokens, unique_tokens=args.unique_tokens,
-        vocab_size=args.vocab_size or vocab or DEFAULT_VOCAB_SIZE,
-        seq_len=args.seq_len or seq_len or DEFAULT_SEQ_LEN, level=args.level)
+        vocab_size=args.vocab_size or family.vocab_size or DEFAULT_VOCAB_SIZE,
+        seq_len=args.seq_len or family.seq_len or DEFAULT_SEQ_LEN, level=args.level,
+        shape_options=family.shape_options())
     if args.json:
         out = rec.to_dict()
         out["fit_path"] = str(fit_path)
@@ -132,7 +133,7 @@ def format_recommendation(rec, fit_path) -> str:
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     if rec.shape:
         s = rec.shape
-        lines += ["", "shape (nearest from the shape solver):",
+        lines += ["", f"shape (nearest under recipe {rec.shape_recipe}):",
                   f"  n_layers={s['n_layers']} d_model={s['d_model']} n_heads={s['n_heads']} "
                   f"head_dim={s['head_dim']} d_ff={s['d_ff']} mlp={s['mlp']} "
                   f"vocab={s['vocab_size']} seq_len={s['seq_len']}",

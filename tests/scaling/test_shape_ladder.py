@@ -8,7 +8,7 @@ import pytest
 
 from scaling.errors import UserError
 from scaling.flops import param_counts
-from scaling.shapes import LadderRecipe, shape_recipe, solve_shape
+from scaling.shapes import LadderRecipe, recipe_named, shape_recipe, solve_shape
 from sweeps.grid import plan_budget_full, smallest_budget
 
 
@@ -88,6 +88,20 @@ def test_recipe_lookup():
         shape_recipe("solver", 8.0)
     with pytest.raises(UserError, match="model.shape: expected one of"):
         shape_recipe("cube")
+
+
+@pytest.mark.parametrize("kind,aspect", [("solver", None), ("ladder", None), ("ladder", 8.0),
+                                         ("ladder", 12.5)])
+def test_a_recorded_recipe_name_gives_the_recipe_back(kind, aspect):
+    recipe = shape_recipe(kind, aspect)
+    assert recipe_named(recipe.name) == recipe
+
+
+@pytest.mark.parametrize("name", ["depth-ladder-a8-v2", "depth-ladder-aeight-v1",
+                                  "depth-ladder-a0-v1", "cube", ""])
+def test_an_unknown_recipe_name_is_refused_by_name(name):
+    with pytest.raises(UserError, match="shape_recipe: "):
+        recipe_named(name)
 
 
 def test_scaling_plan_of_the_gpu_example_has_monotone_depths(capsys, tmp_path):
