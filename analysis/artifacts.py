@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling.fileio import read_json_object
-from scaling.runs import iter_runs, read_config_json
+from scaling.runs import iter_runs
 from scaling.shapes import recipe_named
 
 
@@ -29,19 +29,21 @@ def read_fit(path: str | Path) -> dict:
 @dataclass(frozen=True)
 class RunsModel:
     """The model settings a directory's runs share, which a shape recommended from their fit
-    keeps: the recommended model is one more run of the same family."""
+    keeps: the recommended model is one more run of the same family. None: not recorded
+    (solve_shape's own default then)."""
 
     vocab_size: int | None = None
     seq_len: int | None = None
-    mlp: str = "swiglu"
-    tie_embeddings: bool = True
-    qk_norm: bool = False
-    shape_recipe: str | None = None  # the name the runs recorded; None: the solver's
+    mlp: str | None = None
+    tie_embeddings: bool | None = None
+    qk_norm: bool | None = None
+    shape_recipe: str | None = None
 
     def shape_options(self) -> dict:
         """scaling.shapes.solve_shape's keyword arguments for a shape of this family."""
-        options: dict = dict(mlp=self.mlp, tie_embeddings=self.tie_embeddings,
-                             qk_norm=self.qk_norm)
+        options: dict = {k: v for k, v in (("mlp", self.mlp),
+                                           ("tie_embeddings", self.tie_embeddings),
+                                           ("qk_norm", self.qk_norm)) if v is not None}
         if self.shape_recipe is not None:
             options["recipe"] = recipe_named(self.shape_recipe)
         return options
@@ -49,18 +51,12 @@ class RunsModel:
 
 def runs_model(src: str | Path | None) -> RunsModel:
     """The RunsModel of the runs in a runs directory, from the first run that records its
-    vocabulary and sequence length (the defaults when there is none)."""
+    vocabulary and sequence length (all None when there is none)."""
     if src is None or not Path(src).is_dir():
         return RunsModel()
     for run in iter_runs(src):
         if run.vocab_size and run.seq_len:
-            config = read_config_json(run.run_dir)
-            model = config["model"] if isinstance(config.get("model"), dict) else {}
-            recorded = {k: model[k] for k, kind in (("mlp", str), ("tie_embeddings", bool),
-                                                    ("qk_norm", bool))
-                        if isinstance(model.get(k), kind)}
-            recipe = config.get("shape_recipe")
-            return RunsModel(int(run.vocab_size), int(run.seq_len),
-                             shape_recipe=recipe if isinstance(recipe, str) else None,
-                             **recorded)
+            return RunsModel(int(run.vocab_size), int(run.seq_len), mlp=run.mlp,
+                             tie_embeddings=run.tie_embeddings, qk_norm=run.qk_norm,
+                             shape_recipe=run.shape_recipe)
     return RunsModel()

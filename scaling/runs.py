@@ -277,6 +277,10 @@ def _table(d: dict, key: str) -> dict:
     return d[key] if isinstance(d.get(key), dict) else {}
 
 
+def _of_type(x: Any, kind: type) -> Any:
+    return x if isinstance(x, kind) else None
+
+
 @dataclass(frozen=True)
 class RunResult:
     """result.json: what a finished run measured (None where the trainer did not write it)."""
@@ -317,6 +321,10 @@ class RunRecord:
     seq_len: int | None = None
     n_layers: int | None = None
     d_model: int | None = None
+    mlp: str | None = None
+    tie_embeddings: bool | None = None
+    qk_norm: bool | None = None
+    shape_recipe: str | None = None  # the scaling.shapes recipe's name the run was sized by
     seed: int | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -368,6 +376,9 @@ def read_run(run_dir: str | os.PathLike, *, throughput: bool = False) -> RunReco
         convention=convention if isinstance(convention, str) else "6N",
         budget=_number(config.get("budget")),
         **{k: _number(model.get(k)) for k in ("vocab_size", "seq_len", "n_layers", "d_model")},
+        mlp=_of_type(model.get("mlp"), str), tie_embeddings=_of_type(model.get("tie_embeddings"), bool),
+        qk_norm=_of_type(model.get("qk_norm"), bool),
+        shape_recipe=_of_type(config.get("shape_recipe"), str),
         seed=_number(config.get("seed")), lr=_number(optim.get("lr")),
         batch_size=_number(config.get("batch_size")), n_steps=_number(config.get("n_steps")),
         step=_number(status.get("step")), host=status.get("host"),

@@ -167,7 +167,7 @@ def recipe_named(name: str) -> ShapeRecipe:
     """The recipe a run recorded as its `shape_recipe` (the names `shape_recipe` gives)."""
     if name == SOLVER_RECIPE.name:
         return SOLVER_RECIPE
-    match = re.fullmatch(r"depth-ladder-a(\d+(?:\.\d+)?)-v1", name) if isinstance(name, str) else None
+    match = re.fullmatch(r"depth-ladder-a(\d+(?:\.\d+)?)-v1", name)
     if match is None or not 1 <= float(match.group(1)) <= 1024:
         raise UserError(f"shape_recipe: unknown recipe {name!r} (expected {SOLVER_RECIPE.name!r} "
                         "or 'depth-ladder-a<aspect in [1, 1024]>-v1')")
