@@ -26,6 +26,7 @@ import bisect
 import hashlib
 import json
 import math
+import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ VALID_MODULUS = 100
 LINES_PER_UNIT = 100
 SYNTHETIC_DEFAULTS = {"tokens": 1_000_000, "vocab": 256, "seed": 0, "alpha": 0.05}
 SYNTHETIC_VALID_TOKENS = 262_144
+EXCLUDED_DIRS = ("site-packages", "dist-packages")  # of the stdlib: not its own code
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,23 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
+def stdlib_files(root: Path) -> list[str]:
+    """Relative paths of the stdlib's `*.py` files, sorted. The walk never enters a
+    `site-packages`/`dist-packages` directory (in some installs the stdlib's holds tens of
+    thousands of files: 0.7 s of every run start here, only to be thrown away); as
+    `Path.rglob`, it does not follow symlinked directories."""
+    rels = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]
+        rel = Path(folder).relative_to(root)
+        rels += [(rel / n).as_posix() for n in names
+                 if n.endswith(".py") and (Path(folder) / n).is_file()]
+    return sorted(rels)
+
+
 def read_stdlib() -> Corpus:
     root = stdlib_root()
-    paths = [p for p in root.rglob("*.py")
-             if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)
-             and p.is_file()]
-    rels = sorted(p.relative_to(root).as_posix() for p in paths)
+    rels = stdlib_files(root)
     units = [Unit(rel, i, (root / rel).read_bytes().decode("utf-8", errors="replace"))
              for i, rel in enumerate(rels)]
     if not units:

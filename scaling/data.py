@@ -87,11 +87,16 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "scaling-suite"
 
 
+def cache_path(cache_dir=None) -> Path:
+    """`cache_dir`, or the default cache (SCALING_CACHE, else ~/.cache/scaling-suite)."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
 def load_tokens(data_cfg: DataConfig, *, seq_len: int, cache_dir=None) -> TokenData:
     """Token streams for `data_cfg`, from the cache when present. Raises UserError for an
     unknown source/tokenizer, a missing or empty path, or data shorter than seq_len + 1."""
     spec = tokenizer_lib.parse_tokenizer(data_cfg.tokenizer)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = cache_path(cache_dir)
     source = data_cfg.source
     kind = sources_lib.scheme(source)
     vocab_size = getattr(data_cfg, "vocab_size", None)
@@ -103,7 +108,7 @@ def load_tokens(data_cfg: DataConfig, *, seq_len: int, cache_dir=None) -> TokenD
     elif kind == "tokens":
         data = _load_token_files(source, cache, data_cfg)
     else:
-        docs = sources_lib.open_source(source, getattr(data_cfg, "text_column", "text"))
+        docs = sources_lib.open_source(source, getattr(data_cfg, "text_column", "text"), cache)
         data = _load_documents(docs, spec, cache, data_cfg)
     _check_seq_len(data, seq_len, source)
     return data
@@ -228,7 +233,7 @@ def _bpe_tokenizer(docs: sources_lib.DocumentSource, spec, cache: Path) -> str:
 def bpe_tokenizer_path(corpus_hash: str, tokenizer: str, cache_dir=None) -> Path:
     """Where the trained BPE tokenizer of a corpus lives (for decoding samples)."""
     spec = tokenizer_lib.parse_tokenizer(tokenizer)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = cache_path(cache_dir)
     return _bpe_path(cache, corpus_hash, spec)
 
 
@@ -277,9 +282,9 @@ def _load_token_files(source: str, cache: Path, data_cfg: DataConfig) -> TokenDa
         raise UserError(f"data.tokenizer: a tokens: source is already token ids; leave "
                         f"data.tokenizer unset, got {data_cfg.tokenizer!r}")
     vocab_size = getattr(data_cfg, "vocab_size", None)
-    files = sources_lib.token_files(source.partition(":")[2], vocab_size)
+    files = sources_lib.token_files(source.partition(":")[2], vocab_size, cache)
     assert vocab_size is not None  # token_files refuses a missing vocab_size
-    corpus_hash = sources_lib.token_files_hash(files, vocab_size)
+    corpus_hash = sources_lib.token_files_hash(files, vocab_size, cache)
     keys = [f"{f.rel}:{b}" for f in files for b in range(-(-f.ids.shape[0] // TOKEN_BLOCK))]
     is_valid = corpus_lib.split_mask(keys, "data.source")
     dtype = np.dtype(np.uint16 if vocab_size <= 65_535 else np.uint32)

@@ -147,9 +147,10 @@ def _eval_stream(source: str, token_data: data_lib.TokenData, *,
         cfg = DataConfig(source=source, eval_tokens=eval_tokens)
         return data_lib.load_tokens(cfg, seq_len=seq_len, cache_dir=cache_dir).valid, \
             "validation", 1.0
+    cache = data_lib.cache_path(cache_dir)
     if kind == "tokens":
-        files = sources_lib.token_files(source.partition(":")[2], vocab_size)
-        if sources_lib.token_files_hash(files, vocab_size) == token_data.corpus_hash:
+        files = sources_lib.token_files(source.partition(":")[2], vocab_size, cache)
+        if sources_lib.token_files_hash(files, vocab_size, cache) == token_data.corpus_hash:
             return np.asarray(token_data.valid[:need]), "validation", 1.0
         parts, n = [], 0
         for f in files:
@@ -158,7 +159,7 @@ def _eval_stream(source: str, token_data: data_lib.TokenData, *,
             if n >= need:
                 break
         return np.concatenate(parts), "all", 1.0
-    docs = sources_lib.open_source(source, text_column)
+    docs = sources_lib.open_source(source, text_column, cache)
     same = docs.corpus_hash == token_data.corpus_hash
     texts: Iterable[str]
     if same:

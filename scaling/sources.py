@@ -24,13 +24,16 @@ token cache or a run, only when they hold the same data.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from scaling import corpus as corpus_lib
+from scaling import file_memo
 from scaling.errors import UserError
 
 SCHEMES = ("stdlib", "synthetic", "text", "parquet", "hf", "hf-disk", "tokens")
@@ -69,8 +72,10 @@ def scheme(source) -> str:
     return name
 
 
-def open_source(source: str, text_column: str = "text") -> DocumentSource:
-    """The documents of a text source (stdlib, text:, parquet:, hf:, hf-disk:)."""
+def open_source(source: str, text_column: str = "text", cache: Path | None = None) -> DocumentSource:
+    """The documents of a text source (stdlib, text:, parquet:, hf:, hf-disk:). With a
+    `cache`, the hash of data files unchanged since it was last computed is not recomputed
+    (scaling.file_memo)."""
     kind = scheme(source)
     rest = source.partition(":")[2]
     if kind == "stdlib":
@@ -78,11 +83,11 @@ def open_source(source: str, text_column: str = "text") -> DocumentSource:
     if kind == "text":
         return from_corpus(corpus_lib.read_text(source))
     if kind == "parquet":
-        return read_parquet(rest, text_column)
+        return read_parquet(rest, text_column, cache)
     if kind == "hf":
-        return read_hf(rest, text_column)
+        return read_hf(rest, text_column, cache)
     if kind == "hf-disk":
-        return read_hf_disk(rest, text_column)
+        return read_hf_disk(rest, text_column, cache)
     raise ValueError(f"open_source: {kind} is not a text source")
 
 
@@ -124,14 +129,19 @@ def _documents(units: list[corpus_lib.Unit]) -> list[str]:
     return docs
 
 
-def _hash_files(kind: str, column: str, files: list[tuple[str, Path]]) -> str:
-    h = hashlib.sha256(f"{HASH_VERSION}\0{kind}\0{column}\0".encode())
-    for rel, path in files:
-        h.update(f"{rel}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()
+def _hash_files(kind: str, column: str, files: list[tuple[str, Path]],
+                cache: Path | None = None) -> str:
+    def compute() -> str:
+        h = hashlib.sha256(f"{HASH_VERSION}\0{kind}\0{column}\0".encode())
+        for rel, path in files:
+            h.update(f"{rel}\0{path.stat().st_size}\0".encode())
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+        return h.hexdigest()
+
+    what = json.dumps(["sha256", HASH_VERSION, kind, column, [rel for rel, _ in files]])
+    return file_memo.remembered(cache, what, [path for _, path in files], compute)
 
 
 def _list_files(raw: str, suffixes: tuple[str, ...], what: str) -> tuple[Path, list[Path]]:
@@ -151,7 +161,7 @@ def _list_files(raw: str, suffixes: tuple[str, ...], what: str) -> tuple[Path, l
 
 # ----------------------------------------------------------------------------- Parquet
 
-def read_parquet(raw: str, column: str) -> DocumentSource:
+def read_parquet(raw: str, column: str, cache: Path | None = None) -> DocumentSource:
     import pyarrow.parquet as pq
 
     files, rows = parquet_files(raw, column)
@@ -175,7 +185,8 @@ def read_parquet(raw: str, column: str) -> DocumentSource:
                     yield text or ""
 
     desc = f"parquet:{raw} ({len(files)} files, {len(keys)} rows, {n_bytes / 1e6:.2f} MB)"
-    return DocumentSource(_hash_files("parquet", column, files), desc, is_valid, n_bytes, read)
+    return DocumentSource(_hash_files("parquet", column, files, cache), desc, is_valid, n_bytes,
+                          read)
 
 
 def parquet_files(raw: str, column: str) -> tuple[list[tuple[str, Path]], list[int]]:
@@ -219,7 +230,7 @@ def parse_hf(raw: str) -> tuple[str, str | None, str]:
     return name, config, split
 
 
-def read_hf(raw: str, column: str) -> DocumentSource:
+def read_hf(raw: str, column: str, cache: Path | None = None) -> DocumentSource:
     import datasets
 
     name, config, split = parse_hf(raw)
@@ -228,10 +239,10 @@ def read_hf(raw: str, column: str) -> DocumentSource:
     except Exception as e:  # missing, offline, bad config or split: all the user's input
         raise UserError(f"data.source: hf:{raw}: could not load ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-    return _from_dataset(ds, column, f"hf:{raw}", "hf")
+    return _from_dataset(ds, column, f"hf:{raw}", "hf", cache)
 
 
-def read_hf_disk(raw: str, column: str) -> DocumentSource:
+def read_hf_disk(raw: str, column: str, cache: Path | None = None) -> DocumentSource:
     import datasets
 
     path = Path(raw).expanduser()
@@ -247,10 +258,10 @@ def read_hf_disk(raw: str, column: str) -> DocumentSource:
             raise UserError(f"data.source: hf-disk:{raw}: a DatasetDict without a 'train' "
                             f"split (has {', '.join(ds)})")
         ds = ds["train"]
-    return _from_dataset(ds, column, f"hf-disk:{raw}", "hf-disk")
+    return _from_dataset(ds, column, f"hf-disk:{raw}", "hf-disk", cache)
 
 
-def _from_dataset(ds, column: str, label: str, kind: str) -> DocumentSource:
+def _from_dataset(ds, column: str, label: str, kind: str, cache: Path | None) -> DocumentSource:
     if column not in ds.column_names:
         raise UserError(f"data.text_column: {label} has no column {column!r} "
                         f"(columns: {', '.join(ds.column_names)})")
@@ -264,7 +275,7 @@ def _from_dataset(ds, column: str, label: str, kind: str) -> DocumentSource:
     # way, so the same rows from the hub cache or from save_to_disk differ only by scheme.
     files = sorted({Path(f["filename"]) for f in ds.cache_files})
     if files:
-        corpus_hash = _hash_files(kind, column, [(p.name, p) for p in files])
+        corpus_hash = _hash_files(kind, column, [(p.name, p) for p in files], cache)
         n_bytes = sum(p.stat().st_size for p in files)
     else:  # an in-memory dataset: hash its text
         h = hashlib.sha256(f"{HASH_VERSION}\0{kind}-memory\0{column}\0".encode())
@@ -295,7 +306,7 @@ class TokenFile:
     ids: np.ndarray  # 1-D read-only memmap
 
 
-def token_files(raw: str, vocab_size: int | None) -> list[TokenFile]:
+def token_files(raw: str, vocab_size: int | None, cache: Path | None = None) -> list[TokenFile]:
     """Pre-tokenized files of `tokens:PATH`, checked against `data.vocab_size`. `.npy`: a 1-D unsigned or signed integer array. `.bin`: raw ids with no
     header, as nanoGPT's prepare scripts (and Levanter-style exporters) write them:
     uint16 when vocab_size <= 65536, else uint32."""
@@ -323,19 +334,21 @@ def token_files(raw: str, vocab_size: int | None) -> list[TokenFile]:
                                 f"whole number of {bin_dtype} ids (data.vocab_size "
                                 f"{vocab_size} implies {bin_dtype})")
             ids = np.memmap(path, dtype=bin_dtype, mode="r")
-        _check_ids(ids, vocab_size, path)
+        file_memo.remembered(cache, json.dumps(["ids below", vocab_size, str(ids.dtype)]), [path],
+                             partial(_check_ids, ids, vocab_size, path))
         out.append(TokenFile(rel, path, ids))
     return out
 
 
-def token_files_hash(files: list[TokenFile], vocab_size: int) -> str:
+def token_files_hash(files: list[TokenFile], vocab_size: int, cache: Path | None = None) -> str:
     """Corpus hash of token files: their bytes, dtypes and the declared vocabulary."""
     dtypes = ",".join(str(f.ids.dtype) for f in files)
-    h = _hash_files("tokens", dtypes, [(f.rel, f.path) for f in files])
+    h = _hash_files("tokens", dtypes, [(f.rel, f.path) for f in files], cache)
     return hashlib.sha256(f"{h}\0{vocab_size}".encode()).hexdigest()
 
 
-def _check_ids(ids: np.ndarray, vocab_size: int, path: Path) -> None:
+def _check_ids(ids: np.ndarray, vocab_size: int, path: Path) -> str:
+    """"ok" (the value scaling.file_memo remembers) when every id is in [0, vocab_size)."""
     step = 1 << 24
     for i in range(0, ids.shape[0], step):
         block = np.asarray(ids[i:i + step])
@@ -346,3 +359,4 @@ def _check_ids(ids: np.ndarray, vocab_size: int, path: Path) -> None:
             bad = hi if hi >= vocab_size else lo
             raise UserError(f"data.vocab_size: {path} holds token id {bad}, outside "
                             f"[0, {vocab_size}) (ids must be below data.vocab_size)")
+    return "ok"

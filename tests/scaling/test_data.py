@@ -398,3 +398,26 @@ def test_stdlib_corpus_bytes(tmp_path):
                         if "site-packages" not in p.parts)
     assert first_doc in {(root / rel).read_text(encoding="utf-8", errors="replace")
                          for rel in first_path[:5]}
+
+
+def test_stdlib_walk_selects_what_rglob_selects_without_entering_site_packages(tmp_path):
+    """The stdlib's files (scaling.corpus.stdlib_files) are exactly the `*.py` files a full
+    `rglob` finds outside `site-packages`/`dist-packages`, symlinks treated as rglob does."""
+    root = tmp_path / "lib"
+    for rel in ("os.py", "json/__init__.py", "json/tool.py", "test/site-packages-like.py",
+                "site-packages/numpy/core.py", "deep/dist-packages/x.py", "a.pyc", "notes.txt",
+                "pkg.py/inner.py", "encodings/.hidden.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x = 1\n")
+    (root / "linked.py").symlink_to(root / "os.py")
+    (root / "linked_dir").symlink_to(root / "json", target_is_directory=True)
+
+    def reference(root):
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
+                      if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)
+                      and p.is_file())
+
+    assert corpus_lib.stdlib_files(root) == reference(root)
+    assert "linked.py" in reference(root) and "pkg.py/inner.py" in reference(root)
+    real = corpus_lib.stdlib_root()
+    assert corpus_lib.stdlib_files(real) == reference(real)
