@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from analysis.approach3 import ParametricLaw
+from analysis.artifacts import RunsModel
 from analysis.bootstrap import percentile_interval
 from analysis.fitdoc import PARAMETRIC, FitDocument, Law
 from analysis.predict import LawSamples, predict_loss
@@ -219,6 +220,17 @@ def data_constrained(
 
 
 # --------------------------------------------------------------------------- shape
+
+
+def family_options(family: RunsModel, vocab_size: int | None = None,
+                   seq_len: int | None = None) -> dict:
+    """`recommend`'s vocab_size, seq_len and shape_options for one more run of the fitted
+    runs' family: a value given here (a CLI flag) wins, then the recorded one, then the
+    defaults."""
+    return {"vocab_size": vocab_size or family.vocab_size or DEFAULT_VOCAB_SIZE,
+            "seq_len": seq_len or family.seq_len or DEFAULT_SEQ_LEN,
+            "shape_options": family.shape_options()}
+
 
 
 def _solve_shape(n_params: float, vocab_size, seq_len, params_kind: str, train_flops: float,

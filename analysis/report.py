@@ -33,7 +33,7 @@ from analysis.load import load_curves, load_points
 from analysis.numfmt import fmt_num
 from analysis.plots import human_count, human_flops
 from analysis.prereg import RECORD_NAME as FORECAST_CHECK_NAME
-from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
+from analysis.recommend import family_options, recommend
 from scaling.errors import UserError
 from scaling.fileio import atomic_write_text, read_json
 
@@ -541,10 +541,7 @@ def build_report(src: str | Path, *, fit_path: str | Path | None = None,
         budget = 10.0 * float(np.nanmax(points["budget"]) if points["budget"].notna().any()
                               else np.nanmax(points["flops"]))
     family = artifacts.runs_model(src)
-    rec = recommend(fit, budget, approach=approach,
-                    vocab_size=family.vocab_size or DEFAULT_VOCAB_SIZE,
-                    seq_len=family.seq_len or DEFAULT_SEQ_LEN,
-                    shape_options=family.shape_options())
+    rec = recommend(fit, budget, approach=approach, **family_options(family))
     tune_laws = tune_plots.find_tune_laws(src)
     figures = (_figures(out / "figures", src, points, fit, rec.budget)
                + tune_plots.tune_figures(out / "figures", tune_laws))

@@ -39,7 +39,7 @@ from analysis.lr_law import LrLaw
 from analysis.plots import human_count
 from analysis.predict import predict_from_fit
 from analysis.prereg import check_forecast, observed_run, read_forecast
-from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, Recommendation, recommend
+from analysis.recommend import Recommendation, family_options, recommend
 from analysis.report import build_report
 from scaling import runs
 from scaling.errors import RunFailed, UserError
@@ -186,9 +186,7 @@ def run(args: argparse.Namespace) -> int:
                        n_bootstrap=args.bootstrap)
     budget = args.target_factor * max(spec.budgets)
     family = runs_model(sweep_dir)
-    rec = recommend(fit, budget, vocab_size=family.vocab_size or DEFAULT_VOCAB_SIZE,
-                    seq_len=family.seq_len or DEFAULT_SEQ_LEN,
-                    shape_options=family.shape_options())
+    rec = recommend(fit, budget, **family_options(family))
 
     _, _, target_spec = study_specs(spec, budget, rec.n_params)
     assert target_spec is not None

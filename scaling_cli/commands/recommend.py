@@ -15,7 +15,7 @@ from analysis import artifacts
 from analysis.fitdoc import read_fit, resolve_fit_path
 from analysis.numfmt import fmt_num
 from analysis.plots import human_count
-from analysis.recommend import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, recommend
+from analysis.recommend import family_options, recommend
 from scaling.errors import UserError
 from scaling.fileio import to_json
 
@@ -67,9 +67,7 @@ def run(args) -> int:
     rec = recommend(
         fit, args.budget, approach=APPROACH_ALIASES[args.approach],
         inference_tokens=args.inference_tokens, unique_tokens=args.unique_tokens,
-        vocab_size=args.vocab_size or family.vocab_size or DEFAULT_VOCAB_SIZE,
-        seq_len=args.seq_len or family.seq_len or DEFAULT_SEQ_LEN, level=args.level,
-        shape_options=family.shape_options())
+        level=args.level, **family_options(family, args.vocab_size, args.seq_len))
     if args.json:
         out = rec.to_dict()
         out["fit_path"] = str(fit_path)
